@@ -1,0 +1,75 @@
+# inkdeploy: everything a fresh machine needs comes from here.
+#   make demo   install, boot the lab, converge it, show the fleet
+#   make test   install, lint, unit tests, lab integration tests, Molecule scenarios
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON    ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+TOPOLOGY  ?= full
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+APT_PACKAGES := $(shell sed -e 's/\#.*//' requirements/apt.txt)
+
+.PHONY: help deps apt venv lint unit lab-test molecule test demo lab-down bench clean
+
+help:
+	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), run the common role, show the fleet"
+	@echo "make test      install what is needed, then lint, unit, lab and Molecule tests"
+	@echo "make lab-down  remove every lab host, mount, link and the bridge"
+	@echo "make bench     run the benchmarks under bench/"
+
+deps: apt venv
+
+# Install Debian packages only when one is missing, so re-runs are quick and offline-safe.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages: $$missing"; \
+	  [ "$$(id -u)" = 0 ] || { echo "Installing Debian packages needs root: run make as root."; exit 1; }; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "inkdeploy needs Python 3.11 or newer"'
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check orchestrator tests bench molecule
+	$(BIN)/ruff format --check orchestrator tests bench molecule
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production playbooks roles
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+lab-test: deps
+	$(BIN)/pytest -q -m lab tests/lab
+
+molecule: deps
+	cd $(CURDIR) && $(BIN)/molecule test --all
+
+test: deps lint unit lab-test molecule
+
+demo: deps
+	$(BIN)/inkdeploy lab up --topology $(TOPOLOGY)
+	$(BIN)/ansible-playbook -i inventories/lab/hosts.yml playbooks/lab.yml
+	$(BIN)/inkdeploy lab status
+
+lab-down: venv
+	$(BIN)/inkdeploy lab down --all
+
+bench: deps
+	$(BIN)/python bench/lab_boot.py
+
+clean: lab-down
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

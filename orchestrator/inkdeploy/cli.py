@@ -1,0 +1,18 @@
+"""Command-line entry point: parse, call, print. No logic of its own."""
+
+from __future__ import annotations
+
+import typer
+
+from inkdeploy.lab.cli import lab_app
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Deploy and operate a Django/Celery stack on plain Debian VMs.",
+)
+app.add_typer(lab_app, name="lab")
+
+
+def main() -> None:
+    app()
