@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from inkdeploy.errors import LabError
@@ -40,6 +41,12 @@ def image_path() -> Path:
     return cache_root() / "images" / image_id() / "rootfs"
 
 
+def custom_image() -> Path | None:
+    """An image of your own (a prepared root filesystem) instead of the built one."""
+    value = os.environ.get("INKDEPLOY_LAB_IMAGE")
+    return Path(value) if value else None
+
+
 def _customise(rootfs: Path) -> None:
     """Make the image a template: per-host identity is written into each host's overlay."""
     base = mirror().rstrip("/")
@@ -66,8 +73,15 @@ def _customise(rootfs: Path) -> None:
     (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True)
 
 
-def ensure_base_image(log: callable = print) -> Path:  # type: ignore[valid-type]
+def ensure_base_image(log: Callable[[str], None] = print) -> Path:
     """Return the cached base image, building it first if needed (about a minute)."""
+    custom = custom_image()
+    if custom is not None:
+        if not (custom / "etc/os-release").exists():
+            raise LabError(
+                f"INKDEPLOY_LAB_IMAGE={custom} is not a root filesystem (no etc/os-release)."
+            )
+        return custom
     target = image_path()
     if (target / "etc/os-release").exists():
         return target

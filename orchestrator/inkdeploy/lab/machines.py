@@ -80,7 +80,7 @@ def write_identity(layout: LabLayout, spec: HostSpec, etc_hosts: str, authorized
     _write(root / "etc/hostname", f"{spec.name}\n")
     _write(root / "etc/hosts", etc_hosts)
     machine_id = root / "etc/machine-id"
-    if not machine_id.read_text().strip():
+    if not machine_id.exists() or not machine_id.read_text().strip():
         _write(machine_id, uuid.uuid4().hex + "\n", 0o444)
     _write(root / "etc/resolv.conf", "# lab hosts resolve each other through /etc/hosts\n")
     _write(
@@ -140,6 +140,10 @@ def boot(layout: LabLayout, spec: HostSpec) -> int:
                 "--resolv-conf=off",
                 "--timezone=off",
                 "--link-journal=no",
+                # Arguments after the options go to the host's systemd: show boot and shutdown
+                # progress on the console, so the console log says what failed.
+                "--",
+                "--show-status=yes",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

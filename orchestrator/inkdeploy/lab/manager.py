@@ -353,8 +353,11 @@ def status(lab: str, probe: bool = True) -> tuple[LabState | None, list[HostStat
         pid = running.get(layout.machine(name))
         sysstate = "-"
         if pid and probe:
-            proc = machines.ssh_run(layout, name, "systemctl is-system-running", timeout=8)
-            sysstate = proc.stdout.strip() or "unreachable"
+            try:
+                proc = machines.ssh_run(layout, name, "systemctl is-system-running", timeout=5)
+                sysstate = proc.stdout.strip() or "unreachable"
+            except LabError:  # timed out: partitioned, or too slow to answer
+                sysstate = "unreachable"
         faults = []
         if h.partitioned:
             faults.append("partitioned")

@@ -104,11 +104,13 @@ def set_loss(layout: LabLayout, host: str, percent: float | None) -> None:
             f"Host {host} has no network link; is it running? Try 'inkdeploy lab start'."
         )
     per_mille = round(percent * 10)
+    # numgen yields 0..999: "< 1000" is not a valid comparison, so 100% is a plain drop.
+    match = "" if per_mille >= 1000 else f"numgen random mod 1000 < {per_mille} "
     rules = f"""
 table netdev {table} {{
   chain from_host {{
     type filter hook ingress device "{link}" priority 0; policy accept;
-    numgen random mod 1000 < {per_mille} counter drop
+    {match}counter drop
   }}
 }}
 """

@@ -1,0 +1,1 @@
+"""Shared pytest settings: lab tests are marked and selected by the Makefile."""
