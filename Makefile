@@ -19,7 +19,7 @@ APT_PACKAGES := $(shell sed -e 's/\#.*//' requirements/apt.txt)
 help:
 	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), run the common role, show the fleet"
 	@echo "make test      install what is needed, then lint, unit, lab and Molecule tests"
-	@echo "make lab-down  remove every lab host, mount, link and the bridge"
+	@echo "make lab-down  remove the demo lab: hosts, mounts, links, bridge, files"
 	@echo "make bench     run the benchmarks under bench/"
 
 deps: apt venv
@@ -44,10 +44,10 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check orchestrator tests bench molecule
-	$(BIN)/ruff format --check orchestrator tests bench molecule
+	$(BIN)/ruff check orchestrator tests bench molecule roles
+	$(BIN)/ruff format --check orchestrator tests bench molecule roles
 	$(BIN)/yamllint -s .
-	$(BIN)/ansible-lint --profile production playbooks roles
+	$(BIN)/ansible-lint
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
@@ -62,11 +62,12 @@ test: deps lint unit lab-test molecule
 
 demo: deps
 	$(BIN)/inkdeploy lab up --topology $(TOPOLOGY)
-	$(BIN)/ansible-playbook -i inventories/lab/hosts.yml playbooks/lab.yml
+	$(BIN)/ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+	$(BIN)/ansible -i inventories/lab/hosts.yml all -m ansible.builtin.ping -o
 	$(BIN)/inkdeploy lab status
 
 lab-down: venv
-	$(BIN)/inkdeploy lab down --all
+	$(BIN)/inkdeploy lab down
 
 bench: deps
 	$(BIN)/python bench/lab_boot.py
