@@ -63,7 +63,6 @@ test: deps lint unit lab-test molecule
 demo: deps
 	$(BIN)/inkdeploy lab up --topology $(TOPOLOGY)
 	$(BIN)/ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
-	$(BIN)/ansible -i inventories/lab/hosts.yml all -m ansible.builtin.ping -o
 	$(BIN)/inkdeploy lab status
 
 lab-down: venv
