@@ -71,3 +71,26 @@ def test_project_inventory_path_finds_the_checkout(tmp_path):
     nested.mkdir(parents=True)
     assert project_inventory_path(nested) == tmp_path / "inventories" / "lab" / "hosts.yml"
     assert project_inventory_path(Path("/")) is None
+
+
+def test_lab_secrets_are_generated_once_and_kept(tmp_path):
+    from inkdeploy.lab.secrets import lab_secrets, secret_names
+
+    (tmp_path / "inventories" / "lab").mkdir(parents=True)
+    (tmp_path / "inventories" / "lab" / "secrets.yml").write_text("- a_password\n- b_password\n")
+    names = secret_names(tmp_path)
+    store = tmp_path / "state" / "secrets.json"
+    first = lab_secrets(store, names)
+    assert set(first) == {"a_password", "b_password"}
+    assert len(first["a_password"]) >= 24 and first["a_password"] != first["b_password"]
+    assert oct(store.stat().st_mode & 0o777) == "0o600"
+    assert lab_secrets(store, names) == first
+    text = render_inventory(make_state(), LAYOUT, first)
+    assert yaml.safe_load(text)["all"]["vars"]["b_password"] == first["b_password"]
+
+
+def test_the_committed_secret_list_is_valid():
+    from inkdeploy.lab.secrets import secret_names
+
+    names = secret_names(Path(__file__).resolve().parents[2])
+    assert names and all(n.endswith("_password") or n.endswith("_key") for n in names)

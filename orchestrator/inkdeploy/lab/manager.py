@@ -17,12 +17,14 @@ from inkdeploy.lab import aptproxy, cgroups, machines, network, system
 from inkdeploy.lab.image import ensure_base_image
 from inkdeploy.lab.inventory import (
     project_inventory_path,
+    project_root,
     render_inventory,
     render_known_hosts,
     render_ssh_config,
 )
 from inkdeploy.lab.layout import DEFAULT_LAB, LabLayout, lab_root
 from inkdeploy.lab.procs import find_nspawn
+from inkdeploy.lab.secrets import lab_secrets, secret_names
 from inkdeploy.lab.state import HostState, LabState, load_state, save_state
 from inkdeploy.lab.topology import allocate_addresses, load_topology
 
@@ -220,15 +222,19 @@ def _write_client_files(layout: LabLayout, state: LabState, keys: dict[str, str]
 
 
 def _publish_inventory(layout: LabLayout, state: LabState, out: Path | None) -> Path:
-    text = render_inventory(state, layout)
-    layout.inventory.parent.mkdir(parents=True, exist_ok=True)
-    layout.inventory.write_text(text)
-    target = out or (project_inventory_path() if layout.name == DEFAULT_LAB else None)
-    if target is not None:
+    """Write the inventory (it holds the lab's secrets, so only root may read it)."""
+    secrets = lab_secrets(layout.root / "secrets.json", secret_names(project_root()))
+    text = render_inventory(state, layout, secrets)
+    targets = [layout.inventory]
+    extra = out or (project_inventory_path() if layout.name == DEFAULT_LAB else None)
+    if extra is not None:
+        targets.append(extra)
+    for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch(mode=0o600)
+        target.chmod(0o600)
         target.write_text(text)
-        return target
-    return layout.inventory
+    return targets[-1]
 
 
 def _forget_cached_facts(host: str) -> None:
