@@ -36,13 +36,18 @@ def leftovers(lab: str) -> list[str]:
     procs = subprocess.run(["pgrep", "-af", "apt-cacher-ng"], capture_output=True, text=True)
     if f"{ROOT}/{lab}/" in procs.stdout:
         found.append("apt-cacher-ng")
+    delayd = subprocess.run(
+        ["pgrep", "-af", "inkdeploy.lab.delayd"], capture_output=True, text=True
+    )
+    if f"ink-{lab}-" in delayd.stdout:
+        found.append("delay helpers")
     return found
 
 
 def test_down_leaves_nothing_behind_and_is_idempotent():
     lab = "ldown"
     ok("lab", "up", "--topology", "trio", "--subnet", "10.77.42.0/24", lab=lab)
-    ok("lab", "slow", "app1", "--loss", "5%", lab=lab)
+    ok("lab", "slow", "app1", "--loss", "5%", "--delay", "20ms", lab=lab)
     assert leftovers(lab)
     assert "Removed lab(s): ldown" in ok("lab", "down", lab=lab)
     assert leftovers(lab) == []

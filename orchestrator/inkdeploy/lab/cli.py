@@ -223,7 +223,8 @@ def slow(
     delay: Annotated[str | None, typer.Option(help="Added latency, e.g. 200ms.")] = None,
     loss: Annotated[str | None, typer.Option(help="Share of packets dropped, e.g. 5%.")] = None,
 ) -> None:
-    """Degrade a host's network: delay and/or lose packets it sends. 'heal' undoes it."""
+    """Degrade a host's network: delay and/or lose packets it sends (an option left out is
+    cleared). 'heal' undoes it."""
     if delay is None and loss is None:
         raise LabError("Say how slow: give --delay (e.g. 200ms) and/or --loss (e.g. 5%).")
     delay_ms = parse_delay(delay) if delay else None

@@ -284,6 +284,7 @@ def down(lab: str, log: Log = _quiet) -> bool:
 
 
 def _teardown(layout: LabLayout, log: Log) -> None:
+    network.stop_delayd(layout)
     procs = find_nspawn(layout.machine_prefix)
     hosts = [m.removeprefix(layout.machine_prefix) for m in procs]
     if hosts:
@@ -402,6 +403,7 @@ def kill(lab: str, host: str) -> None:
     with lab_lock(layout):
         state = _load(layout)
         _running_spec(layout, state, host)
+        network.stop_delayd(layout, host)  # it holds the host's network namespace open
         machines.power_cut(layout, host)
 
 
@@ -411,6 +413,7 @@ def stop(lab: str, host: str) -> None:
     with lab_lock(layout):
         state = _load(layout)
         _running_spec(layout, state, host)
+        network.stop_delayd(layout, host)
         machines.power_off(layout, host)
 
 
@@ -441,7 +444,7 @@ def partition(lab: str, host: str, cut: bool) -> None:
             network.set_loss(layout, host, None)
             pid = machines.init_pid(layout, host)
             if pid and state.hosts[host].delay_ms:
-                network.set_delay(pid, host, None)
+                network.set_delay(layout, host, pid, None)
             state.hosts[host].loss_percent = None
             state.hosts[host].delay_ms = None
         save_state(layout.state_file, state)
@@ -456,7 +459,7 @@ def slow(lab: str, host: str, delay_ms: int | None, loss_percent: float | None) 
         pid = machines.init_pid(layout, host)
         if pid is None:
             raise LabError(f"Host {host} has no running init process; restart it.")
-        network.set_delay(pid, host, delay_ms)
+        network.set_delay(layout, host, pid, delay_ms)
         network.set_loss(layout, host, loss_percent)
         state.hosts[host].delay_ms = delay_ms or None
         state.hosts[host].loss_percent = loss_percent or None

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 from inkdeploy.errors import LabError
 from inkdeploy.lab.layout import LabLayout
+from inkdeploy.lab.procs import cmdline, iter_pids
 from inkdeploy.lab.system import run
 
 
@@ -145,15 +152,67 @@ def netem_supported(pid: int) -> bool:
     return False
 
 
-def set_delay(pid: int, host: str, delay_ms: int | None) -> None:
-    """Delay every packet the host sends by ``delay_ms`` (tc netem on its interface)."""
-    base = ["nsenter", "-t", str(pid), "-n", "tc", "qdisc"]
+# Without netem, packets leaving host0 go through netfilter queue 0 of the host's own network
+# namespace, where inkdeploy.lab.delayd (on the controller) releases each after the delay.
+_QUEUE_RULE = ["POSTROUTING", "-o", "host0", "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"]
+
+
+def _iptables(pid: int, *args: str, check: bool = True) -> None:
+    run(
+        ["nsenter", "-t", str(pid), "-n", "iptables-legacy", "-w", "-t", "mangle", *args],
+        check=check,
+    )
+
+
+def _delayd_label(layout: LabLayout, host: str) -> str:
+    return f"{layout.machine(host)}-delay"
+
+
+def stop_delayd(layout: LabLayout, host: str | None = None) -> None:
+    """Stop the delay daemon of one host, or of every host of the lab."""
+    label = _delayd_label(layout, host) if host else layout.machine_prefix
+    for pid in iter_pids():
+        args = cmdline(pid)
+        if "inkdeploy.lab.delayd" in args and any(a.startswith(label) for a in args):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _start_delayd(layout: LabLayout, host: str, pid: int, delay_ms: int) -> None:
+    log = layout.host_dir(host) / "delayd.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            ["nsenter", "-t", str(pid), "-n", sys.executable, "-m", "inkdeploy.lab.delayd",
+             "--queue", "0", "--delay-ms", str(delay_ms), "--label", _delayd_label(layout, host)],
+            stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if "ready" in log.read_text():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise LabError(
+        f"The packet delay helper for {host} did not start; its output is below.",
+        detail=log.read_text()[-2000:],
+    )
+
+
+def set_delay(layout: LabLayout, host: str, pid: int, delay_ms: int | None) -> None:
+    """Delay every packet the host sends by ``delay_ms``: tc netem where the kernel has it,
+    otherwise a netfilter queue drained by inkdeploy.lab.delayd. None removes the delay."""
+    run(
+        ["nsenter", "-t", str(pid), "-n", "tc", "qdisc", "del", "dev", "host0", "root"], check=False
+    )
+    _iptables(pid, "-D", *_QUEUE_RULE, check=False)
+    stop_delayd(layout, host)
     if not delay_ms:
-        run([*base, "del", "dev", "host0", "root"], check=False)
         return
-    if not netem_supported(pid):
-        raise LabError(
-            "This kernel has no netem queueing discipline (CONFIG_NET_SCH_NETEM), so 'lab slow' "
-            "cannot add delay here; --loss works without it."
-        )
-    run([*base, "replace", "dev", "host0", "root", "netem", "delay", f"{delay_ms}ms"])
+    if netem_supported(pid):
+        run(["nsenter", "-t", str(pid), "-n", "tc", "qdisc", "replace", "dev", "host0", "root",
+             "netem", "delay", f"{delay_ms}ms"])  # fmt: skip
+        return
+    _start_delayd(layout, host, pid, delay_ms)
+    _iptables(pid, "-A", *_QUEUE_RULE)
