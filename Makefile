@@ -14,7 +14,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 APT_PACKAGES := $(shell sed -e 's/\#.*//' requirements/apt.txt)
 
-.PHONY: help deps apt venv lint unit lab-test molecule test demo lab-down bench clean
+.PHONY: help deps apt venv lint unit build-test lab-test molecule test demo lab-down bench clean artifact
 
 help:
 	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), run the common role, show the fleet"
@@ -44,13 +44,17 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check orchestrator tests bench molecule roles
-	$(BIN)/ruff format --check orchestrator tests bench molecule roles
+	$(BIN)/ruff check orchestrator tests bench molecule roles examples
+	$(BIN)/ruff format --check orchestrator tests bench molecule roles examples
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
+
+# Builds the demo app's artifact for real (pip reaches PyPI) and serves requests from it.
+build-test: venv
+	$(BIN)/pytest -q -m build tests/build
 
 lab-test: deps
 	$(BIN)/pytest -q -m lab tests/lab
@@ -58,7 +62,7 @@ lab-test: deps
 molecule: deps
 	cd $(CURDIR) && $(BIN)/molecule test --all
 
-test: deps lint unit lab-test molecule
+test: deps lint unit build-test lab-test molecule
 
 demo: deps
 	$(BIN)/inkdeploy lab up --topology $(TOPOLOGY)
@@ -70,6 +74,11 @@ lab-down: venv
 
 bench: deps
 	$(BIN)/python bench/lab_boot.py
+
+# The demo app as a release artifact: make artifact VERSION=1.2.3
+VERSION ?= 1.0.0
+artifact: venv
+	$(BIN)/inkdeploy build examples/inkapp --version $(VERSION) --out dist
 
 clean: lab-down
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from inkdeploy.build.cli import build_command
 from inkdeploy.lab.cli import lab_app
 
 app = typer.Typer(
@@ -12,6 +13,7 @@ app = typer.Typer(
     help="Deploy and operate a Django/Celery stack on plain Debian VMs.",
 )
 app.add_typer(lab_app, name="lab")
+app.command("build")(build_command)
 
 
 def main() -> None:
