@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def install(artifact: Path, where: Path) -> Path:
     with tarfile.open(artifact) as tar:
         tar.extractall(where, filter="data")
     venv = where / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
     wheels = where / f"{manifest.name}-{manifest.version}" / "wheels"
     subprocess.run(
         [str(venv / "bin/pip"), "install", "-q", "--no-index", "--find-links", str(wheels),
@@ -72,6 +71,12 @@ def test_a_bad_build_fails_a_share_of_requests_and_its_own_metrics_show_it(tmp_p
     assert manifest.settings == "inkdeploy_release.settings"
     assert manifest.celery_app == "inkapp.celery_app:app"
     assert len(manifest.wheels) > 10 and "inkdeploy_release-1-py3-none-any.whl" in manifest.wheels
+    # Resolved for the hosts' interpreter, with what only that version needs.
+    host_python = subprocess.run(
+        ["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert manifest.python == host_python
     venv = install(artifact, tmp_path / "host")
     seen = serve(venv, tmp_path, manifest.settings)
     assert 40 <= seen["errors"] <= 140, seen  # 30% of 300, with room for chance

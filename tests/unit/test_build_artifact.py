@@ -71,7 +71,11 @@ def test_runtime_wheel_is_a_valid_wheel_carrying_version_and_fault(tmp_path):
         init = zf.read("inkdeploy_release/__init__.py").decode()
         settings = zf.read("inkdeploy_release/settings.py").decode()
         record = zf.read("inkdeploy_release-1.dist-info/RECORD").decode()
-    assert {"inkdeploy_release/middleware.py", "inkdeploy_release-1.dist-info/WHEEL"} <= names
+    assert {
+        "inkdeploy_release/middleware.py",
+        "inkdeploy_release/gunicorn_logging.py",
+        "inkdeploy_release-1.dist-info/WHEEL",
+    } <= names
     assert "VERSION = '3.1.4'" in init and "'error_rate': 0.2" in init
     assert "from shop.settings import *" in settings
     assert all(line.split(",")[0] in names for line in record.splitlines())

@@ -87,8 +87,9 @@ else:
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": f"redis://{REDIS_MASTER}/0",
             "OPTIONS": {
+                # The master is asked of the sentinels, so the cache follows a failover.
                 "CLIENT_CLASS": "django_redis.client.SentinelClient",
-                "CONNECTION_POOL_CLASS": "redis.sentinel.SentinelConnectionPool",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
                 "SENTINELS": SENTINELS,
                 "SENTINEL_KWARGS": SENTINEL_KWARGS,
                 "PASSWORD": REDIS_PASSWORD,
@@ -115,6 +116,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 LOGGING = {
     "version": 1,
+    "disable_existing_loggers": False,  # keep Gunicorn's access and error loggers
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("INKAPP_LOG_LEVEL", "INFO")},
 }

@@ -43,7 +43,7 @@ class Manifest(BaseModel):
     name: str
     version: str
     built_at: str
-    python: str  # e.g. "3.11"
+    python: str  # full version of the interpreter the wheels were resolved for, e.g. "3.11.2"
     # DJANGO_SETTINGS_MODULE to run with: the project's settings plus inkdeploy's middlewares
     # (X-App-Version header, the fault of a deliberately bad build).
     settings: str = "inkdeploy_release.settings"

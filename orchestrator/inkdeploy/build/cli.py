@@ -27,6 +27,10 @@ def build_command(
         str | None, typer.Option(help="Bad build: add this latency to every request (300ms).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing artifact.")] = False,
+    python: Annotated[
+        Path | None,
+        typer.Option(help="Interpreter the hosts run (default /usr/bin/python3, Debian 12's)."),
+    ] = None,
     verify: Annotated[
         bool, typer.Option(help="Install it offline into a throwaway virtualenv first.")
     ] = True,
@@ -37,9 +41,9 @@ def build_command(
         error_rate=parse_error_rate(fault_errors) if fault_errors else 0.0,
         latency_ms=parse_delay(fault_latency) if fault_latency else 0,
     )
-    path, manifest = build(project, version, out_dir, fault, force)
+    path, manifest = build(project, version, out_dir, fault, force, python)
     if verify:
-        verify_offline_install(path)
+        verify_offline_install(path, python)
     if json:
         print_json({"artifact": str(path), **manifest.model_dump()})
         return
@@ -55,5 +59,6 @@ def build_command(
     )
     checked = ", installs offline" if verify else ""
     out.print(
-        f"Built {path}: {manifest.name} {version}, {len(manifest.wheels)} wheels{checked}{bad}."
+        f"Built {path}: {manifest.name} {version} for Python {manifest.python}, "
+        f"{len(manifest.wheels)} wheels{checked}{bad}."
     )
