@@ -110,7 +110,9 @@ CELERY_TASK_ALWAYS_EAGER = env("INKAPP_CELERY_EAGER", "") == "1"
 CELERY_TASK_STORE_EAGER_RESULT = CELERY_TASK_ALWAYS_EAGER
 
 STATIC_URL = "static/"
-STATIC_ROOT = env("INKAPP_STATIC_ROOT", str(BASE_DIR / "static"))
+# Where collectstatic puts files (never the package's own static/ folder); the app role sets
+# INKDEPLOY_STATIC_ROOT to the release directory instead.
+STATIC_ROOT = env("INKAPP_STATIC_ROOT", str(Path.cwd() / "staticfiles"))
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
