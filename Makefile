@@ -44,8 +44,8 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check orchestrator tests bench molecule roles examples
-	$(BIN)/ruff format --check orchestrator tests bench molecule roles examples
+	$(BIN)/ruff check orchestrator tests bench molecule roles examples plugins
+	$(BIN)/ruff format --check orchestrator tests bench molecule roles examples plugins
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint
 

@@ -1,9 +1,8 @@
 #!/usr/bin/python
 """Apply Sentinel failover settings at runtime: SENTINEL MASTER, then SENTINEL SET what differs."""
 
-import socket
-
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.inkdeploy_resp import Connection, RedisError
 
 DOCUMENTATION = r"""
 module: redis_sentinel_runtime_config
@@ -37,51 +36,6 @@ options:
     required: true
 author: inkdeploy
 """
-
-
-class RedisError(Exception):
-    """An error reply or a broken connection."""
-
-
-class Connection:
-    """The smallest RESP2 client that does the job."""
-
-    def __init__(self, host, port, timeout=5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.buf = self.sock.makefile("rb")
-
-    def call(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = str(arg).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        self.sock.sendall(b"".join(out))
-        return self._read()
-
-    def _read(self):
-        line = self.buf.readline()
-        if not line:
-            raise RedisError("connection closed by the server")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RedisError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            size = int(rest)
-            if size < 0:
-                return None
-            data = self.buf.read(size + 2)[:-2]
-            return data.decode()
-        if kind == b"*":
-            size = int(rest)
-            return None if size < 0 else [self._read() for _ in range(size)]
-        raise RedisError(f"unexpected reply {line!r}")
-
-    def close(self):
-        self.sock.close()
 
 
 def main():
