@@ -1,10 +1,11 @@
-"""Settings from the environment: the app role writes them to a 0600 environment file.
+"""Settings from the environment: inkdeploy's app role writes them to a 0600 environment file.
 
-INKAPP_DB_HOSTS      comma-separated PostgreSQL hosts (libpq multi-host; the primary is found
-                     with target_session_attrs=read-write)
-INKAPP_DB_*          NAME, USER, PASSWORD, PORT
-INKAPP_REDIS_SENTINELS  host:port,host:port,...    INKAPP_REDIS_MASTER  monitored master name
-INKAPP_REDIS_PASSWORD, INKAPP_REDIS_SENTINEL_PASSWORD
+INKDEPLOY_DATABASE_DSN       libpq connection string of the primary (multi-host,
+                             target_session_attrs=read-write), INKDEPLOY_DATABASE_PASSWORD
+INKDEPLOY_REDIS_SENTINELS    host:port,host:port,...   INKDEPLOY_REDIS_MASTER_NAME  monitored master
+INKDEPLOY_REDIS_PASSWORD, INKDEPLOY_REDIS_SENTINEL_PASSWORD
+INKDEPLOY_REDIS_BROKER_DB, INKDEPLOY_REDIS_CACHE_DB   Celery's and the cache's Redis databases
+INKAPP_SECRET_KEY, INKAPP_ALLOWED_HOSTS              the app's own settings
 INKAPP_CACHE=locmem and INKAPP_DB_ENGINE=sqlite run it without services (tests, a laptop).
 """
 
@@ -51,47 +52,61 @@ if env("INKAPP_DB_ENGINE", "postgresql") == "sqlite":
         }
     }
 else:
+    from psycopg.conninfo import conninfo_to_dict
+
+    # libpq tries the DSN's hosts in turn and keeps the one that accepts writes.
+    _default_dsn = "host=localhost dbname=inkapp user=inkapp"
+    _dsn = conninfo_to_dict(env("INKDEPLOY_DATABASE_DSN", _default_dsn))
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "HOST": env("INKAPP_DB_HOSTS", "localhost"),
-            "PORT": env("INKAPP_DB_PORT", "5432"),
-            "NAME": env("INKAPP_DB_NAME", "inkapp"),
-            "USER": env("INKAPP_DB_USER", "inkapp"),
-            "PASSWORD": env("INKAPP_DB_PASSWORD", ""),
+            "HOST": _dsn.pop("host", "localhost"),
+            "PORT": _dsn.pop("port", "5432"),
+            "NAME": _dsn.pop("dbname", "inkapp"),
+            "USER": _dsn.pop("user", "inkapp"),
+            "PASSWORD": env("INKDEPLOY_DATABASE_PASSWORD") or _dsn.pop("password", ""),
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
-            # libpq tries the hosts in turn and keeps the one that accepts writes.
-            "OPTIONS": {"target_session_attrs": "read-write", "connect_timeout": 3},
+            "OPTIONS": {"connect_timeout": 3, **_dsn},
         }
     }
 
 SENTINELS = [
     (h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]))
-    for h in env("INKAPP_REDIS_SENTINELS", "").split(",")
+    for h in env("INKDEPLOY_REDIS_SENTINELS", "").split(",")
     if h
 ]
-REDIS_MASTER = env("INKAPP_REDIS_MASTER", "inkdeploy")
-REDIS_PASSWORD = env("INKAPP_REDIS_PASSWORD", "")
-SENTINEL_KWARGS = (
-    {"password": env("INKAPP_REDIS_SENTINEL_PASSWORD")}
-    if env("INKAPP_REDIS_SENTINEL_PASSWORD")
-    else {}
-)
+REDIS_MASTER = env("INKDEPLOY_REDIS_MASTER_NAME", "inkdeploy")
+REDIS_PASSWORD = env("INKDEPLOY_REDIS_PASSWORD", "")
+BROKER_DB = int(env("INKDEPLOY_REDIS_BROKER_DB", "0"))
+CACHE_DB = int(env("INKDEPLOY_REDIS_CACHE_DB", "1"))
 
-if env("INKAPP_CACHE", "sentinel") == "locmem":
+
+def _sentinel_kwargs() -> dict:
+    """Connections to the sentinels: short timeouts and no retries, so a dead sentinel costs one
+    connect timeout and the next one is asked (inkdeploy docs/redis.md, "Retries")."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    kwargs = {"socket_timeout": 1, "socket_connect_timeout": 1, "retry": Retry(NoBackoff(), 0)}
+    if env("INKDEPLOY_REDIS_SENTINEL_PASSWORD"):
+        kwargs["password"] = env("INKDEPLOY_REDIS_SENTINEL_PASSWORD")
+    return kwargs
+
+
+if env("INKAPP_CACHE", "sentinel") == "locmem" or not SENTINELS:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 else:
+    DJANGO_REDIS_CONNECTION_FACTORY = "django_redis.pool.SentinelConnectionFactory"
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://{REDIS_MASTER}/0",
+            "LOCATION": f"redis://{REDIS_MASTER}/{CACHE_DB}",
             "OPTIONS": {
                 # The master is asked of the sentinels, so the cache follows a failover.
                 "CLIENT_CLASS": "django_redis.client.SentinelClient",
-                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
                 "SENTINELS": SENTINELS,
-                "SENTINEL_KWARGS": SENTINEL_KWARGS,
+                "SENTINEL_KWARGS": _sentinel_kwargs(),
                 "PASSWORD": REDIS_PASSWORD,
                 "SOCKET_CONNECT_TIMEOUT": 2,
                 "SOCKET_TIMEOUT": 2,
@@ -99,15 +114,31 @@ else:
         }
     }
 
-CELERY_BROKER_URL = (
-    ";".join(f"sentinel://:{REDIS_PASSWORD}@{host}:{port}/1" for host, port in SENTINELS)
-    or "memory://"
-)
-CELERY_RESULT_BACKEND = CELERY_BROKER_URL.replace("/1", "/2") if SENTINELS else "cache+memory://"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"master_name": REDIS_MASTER, "sentinel_kwargs": SENTINEL_KWARGS}
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
+if SENTINELS:
+    CELERY_BROKER_URL = ";".join(
+        f"sentinel://:{REDIS_PASSWORD}@{host}:{port}/{BROKER_DB}" for host, port in SENTINELS
+    )
+    CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "master_name": REDIS_MASTER,
+        "sentinel_kwargs": _sentinel_kwargs(),
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        "retry_on_timeout": True,
+        "visibility_timeout": 3600,
+    }
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
+else:
+    CELERY_BROKER_URL = "memory://"
+    CELERY_RESULT_BACKEND = "cache+memory://"
 CELERY_TASK_ALWAYS_EAGER = env("INKAPP_CELERY_EAGER", "") == "1"
 CELERY_TASK_STORE_EAGER_RESULT = CELERY_TASK_ALWAYS_EAGER
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_EXPIRES = 3600
+# Beat (on exactly one host, see inkdeploy's celery role): a heartbeat the page shows.
+CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {"task": "inkapp.tasks.heartbeat", "schedule": 10.0},
+}
 
 STATIC_URL = "static/"
 # Where collectstatic puts files (never the package's own static/ folder); the app role sets

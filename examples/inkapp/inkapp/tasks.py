@@ -7,3 +7,26 @@ def square(number: int) -> dict:
     import socket
 
     return {"square": number * number, "worker": socket.gethostname()}
+
+
+@shared_task
+def heartbeat() -> str:
+    """Run by Celery beat every 10 s: the page shows when beat last ran, proving beat is alive."""
+    import datetime
+
+    from django.core.cache import cache
+
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    cache.set("inkapp:beat", stamp, 3600)
+    return stamp
+
+
+@shared_task
+def nap(seconds: float) -> dict:
+    """Sleep, then say which release ran it: a long task to show warm shutdown on deploys."""
+    import time
+
+    from django.conf import settings
+
+    time.sleep(seconds)
+    return {"slept": seconds, "version": settings.APP_VERSION}

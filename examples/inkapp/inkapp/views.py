@@ -37,6 +37,7 @@ def index(request):
         "cached": cached,
         "recent": Visit.objects.all()[:5],
         "task": task,
+        "beat": cache.get("inkapp:beat"),
     }
     return render(request, "inkapp/index.html", context)
 
