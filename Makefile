@@ -1,5 +1,5 @@
 # inkdeploy: everything a fresh machine needs comes from here.
-#   make demo   install, boot the lab, converge it, show the fleet
+#   make demo   install, boot the lab, converge the stack (site.yml), make a request over HTTPS
 #   make test   install, lint, unit tests, lab integration tests, Molecule scenarios
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,10 +14,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 APT_PACKAGES := $(shell sed -e 's/\#.*//' requirements/apt.txt)
 
-.PHONY: help deps apt venv lint unit build-test lab-test molecule test demo lab-down bench clean artifact
+.PHONY: help deps apt venv lint unit build-test lab-test stack-test molecule test demo lab-down bench clean artifact
 
 help:
-	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), run the common role, show the fleet"
+	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), converge the whole stack, show the HTTPS URL"
 	@echo "make test      install what is needed, then lint, unit, lab and Molecule tests"
 	@echo "make lab-down  remove the demo lab: hosts, mounts, links, bridge, files"
 	@echo "make bench     run the benchmarks under bench/"
@@ -59,21 +59,34 @@ build-test: venv
 lab-test: deps
 	$(BIN)/pytest -q -m lab tests/lab
 
+# site.yml on a five-host lab, then HTTPS, the page, Celery, TLS scan, idempotence, drain, kill.
+stack-test: deps
+	$(BIN)/pytest -q -m stack tests/stack
+
 molecule: deps
 	cd $(CURDIR) && $(BIN)/molecule test --all
 
-test: deps lint unit build-test lab-test molecule
+test: deps lint unit build-test lab-test stack-test molecule
 
-demo: deps
+# The demo app's first release; built once (pip needs PyPI), kept in dist/.
+DEMO_VERSION := 1.0.0
+DEMO_ARTIFACT := dist/inkapp-$(DEMO_VERSION).tar.gz
+
+$(DEMO_ARTIFACT): $(VENV)/.installed
+	$(BIN)/inkdeploy build examples/inkapp --version $(DEMO_VERSION) --out dist
+
+demo: deps $(DEMO_ARTIFACT)
 	$(BIN)/inkdeploy lab up --topology $(TOPOLOGY)
 	$(BIN)/ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
 	$(BIN)/inkdeploy lab status
+	$(BIN)/inkdeploy lab web
 
 lab-down: venv
 	$(BIN)/inkdeploy lab down
 
 bench: deps
 	$(BIN)/python bench/lab_boot.py
+	$(BIN)/python bench/web_tier.py
 
 # The demo app as a release artifact: make artifact VERSION=1.2.3
 VERSION ?= 1.0.0

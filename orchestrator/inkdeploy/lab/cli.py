@@ -233,3 +233,33 @@ def slow(
     parts = [f"delay {delay_ms}ms"] if delay_ms else []
     parts += [f"loss {loss_pct:g}%"] if loss_pct else []
     out.print(f"{host}: {', '.join(parts)}.")
+
+
+@lab_app.command()
+@friendly
+def web(
+    lab: LabOpt = DEFAULT_LAB,
+    ca: Annotated[
+        Path | None,
+        typer.Option(help="CA certificate of the LB (default: the lab inventory's pki/nginx_lb)."),
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Print the load balancer's HTTPS URL and make one request through it."""
+    from inkdeploy.lab import web as lab_web
+    from inkdeploy.lab.inventory import project_inventory_path
+    from inkdeploy.lab.layout import LabLayout
+
+    if ca is None:
+        default_inventory = project_inventory_path() if lab == DEFAULT_LAB else None
+        inventory = default_inventory or LabLayout.for_lab(lab).inventory
+        ca = inventory.parent / "pki" / "nginx_lb" / "ca.crt"
+    result = lab_web.check(lab_web.lb_address(lab), ca)
+    if json:
+        print_json(result.to_dict())
+        return
+    out.print(
+        f"[bold]{result.url}[/] answered {result.status} over {result.tls}, "
+        f"app version {result.version or '?'}"
+    )
+    out.print(f"Try it: curl --cacert {result.ca} {result.url}", highlight=False)

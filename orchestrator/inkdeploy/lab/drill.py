@@ -1,0 +1,196 @@
+"""Rehearsals on a lab: run the project's playbooks against a lab inventory, change load balancer
+weights, and measure what a drain or a hard kill costs the clients of the load balancer.
+
+Used by the end-to-end tests (tests/stack) and the benchmarks (bench/lb_drain.py); the load
+comes from `inkdeploy.loadgen`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from inkdeploy.loadgen import LoadConfig, LoadGenerator, Report
+
+PROJECT = Path(__file__).resolve().parents[3]
+PLAYBOOKS = PROJECT / "playbooks"
+_RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    """One ansible-playbook run: exit code, wall time, output and the PLAY RECAP per host."""
+
+    playbook: str
+    rc: int
+    seconds: float
+    output: str
+    recap: dict[str, dict[str, int]]
+
+    @property
+    def changed(self) -> dict[str, int]:
+        return {host: counts.get("changed", 0) for host, counts in self.recap.items()}
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return [
+            host
+            for host, counts in self.recap.items()
+            if counts.get("failed", 0) or counts.get("unreachable", 0)
+        ]
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP block of ansible-playbook's output as {host: {ok: n, changed: n, ...}}."""
+    _, _, recap = output.rpartition("PLAY RECAP")
+    result: dict[str, dict[str, int]] = {}
+    for match in _RECAP.finditer(recap):
+        counts = dict(pair.split("=") for pair in match.group("counts").split())
+        result[match.group("host")] = {key: int(value) for key, value in counts.items()}
+    return result
+
+
+def run_playbook(
+    playbook: str,
+    inventory: Path,
+    extra_vars: dict[str, object] | None = None,
+    timeout: float = 3600,
+) -> PlaybookRun:
+    """Run playbooks/PLAYBOOK against INVENTORY with the project's ansible.cfg."""
+    bindir = Path(sys.executable).parent
+    cmd = [str(bindir / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOKS / playbook)]
+    if extra_vars:
+        cmd += ["--extra-vars", json.dumps(extra_vars)]
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    started = time.monotonic()
+    proc = subprocess.run(
+        cmd,
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    return PlaybookRun(playbook, proc.returncode, seconds, proc.stdout, parse_recap(proc.stdout))
+
+
+def inventory_groups(inventory: Path) -> dict[str, list[str]]:
+    """Group name to host names, from a hosts.yml as `inkdeploy lab up` writes it."""
+    data = yaml.safe_load(inventory.read_text())["all"]
+    return {name: sorted(group.get("hosts") or {}) for name, group in data["children"].items()}
+
+
+def inventory_address(inventory: Path, host: str) -> str:
+    return yaml.safe_load(inventory.read_text())["all"]["hosts"][host]["ansible_host"]
+
+
+def set_weights(inventory: Path, weights: dict[str, int]) -> PlaybookRun:
+    """Apply load balancer weights ({"app1:blue": 0, ...}) with playbooks/lb-weights.yml."""
+    run = run_playbook("lb-weights.yml", inventory, {"nginx_lb_slot_weights": weights})
+    if run.rc != 0:
+        raise RuntimeError(f"lb-weights.yml failed (rc {run.rc}):\n{run.tail()}")
+    return run
+
+
+def blue_weights(apps: list[str], drained: tuple[str, ...] = ()) -> dict[str, int]:
+    """Every app host's blue slot at 100 (0 for the drained ones), green at 0."""
+    weights: dict[str, int] = {}
+    for host in apps:
+        weights[f"{host}:blue"] = 0 if host in drained else 100
+        weights[f"{host}:green"] = 0
+    return weights
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """What the clients saw during one drill, and how long its steps took."""
+
+    name: str
+    report: Report
+    steps: dict[str, float]  # step name -> seconds it took
+    marks: dict[str, float]  # event -> wall-clock time (epoch seconds), for matching logs
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "steps_s": self.steps,
+            "marks": self.marks,
+            "load": self.report.to_dict(),
+        }
+
+
+def _load(url: str, cacert: Path, rate: float) -> LoadGenerator:
+    return LoadGenerator(LoadConfig(url, cacert=str(cacert), rate=rate, concurrency=8)).start()
+
+
+def drain_drill(
+    inventory: Path, url: str, cacert: Path, host: str, rate: float = 100, settle: float = 5
+) -> DrillResult:
+    """Under steady load: drain HOST's slot in the LB, wait, bring it back, wait."""
+    apps = inventory_groups(inventory)["app"]
+    gen = _load(url, cacert, rate)
+    steps: dict[str, float] = {}
+    marks: dict[str, float] = {}
+    try:
+        time.sleep(settle)
+        steps["drain"] = set_weights(inventory, blue_weights(apps, drained=(host,))).seconds
+        marks["drained"] = time.time()
+        time.sleep(settle)
+        marks["returning"] = time.time()
+        steps["return"] = set_weights(inventory, blue_weights(apps)).seconds
+        marks["returned"] = time.time()
+        time.sleep(settle)
+    finally:
+        report = gen.stop()
+    return DrillResult(f"drain {host}", report, steps, marks)
+
+
+def kill_drill(
+    inventory: Path,
+    url: str,
+    cacert: Path,
+    host: str,
+    lab: str,
+    rate: float = 100,
+    settle: float = 5,
+    after: float = 30,
+) -> DrillResult:
+    """Under steady load: hard power cut of HOST (`inkdeploy lab kill`), AFTER seconds of load
+    while passive health checks take it out, then the host is started again (not measured)."""
+    cli = str(Path(sys.executable).with_name("inkdeploy"))
+    gen = _load(url, cacert, rate)
+    steps: dict[str, float] = {}
+    marks: dict[str, float] = {}
+    try:
+        time.sleep(settle)
+        marks["kill"] = time.time()
+        started = time.monotonic()
+        subprocess.run([cli, "lab", "kill", "--lab", lab, host], check=True, capture_output=True)
+        steps["kill"] = time.monotonic() - started
+        time.sleep(after)
+    finally:
+        report = gen.stop()
+    started = time.monotonic()
+    subprocess.run([cli, "lab", "start", "--lab", lab, host], check=True, capture_output=True)
+    steps["restart"] = time.monotonic() - started
+    return DrillResult(f"kill {host}", report, steps, marks)

@@ -1,0 +1,86 @@
+"""End-to-end tests of the whole stack: playbooks/site.yml on a lab of the `small` topology
+(a load balancer, two app servers, a worker with beat, one data host), then HTTPS through the
+load balancer, the page's write, the Celery round trip, a TLS scan, idempotence, a broken
+template, a drain and a hard kill under load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from inkdeploy.lab.drill import PlaybookRun, inventory_address, run_playbook
+
+LAB = "stack"
+SUBNET = "10.77.41.0/24"
+VERSION = "1.0.0"
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).with_name("inkdeploy"))
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
+def inkdeploy(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False
+    )
+
+
+@dataclass
+class Stack:
+    inventory: Path
+    artifact: Path
+    lb: str
+    cacert: Path
+    first_run: PlaybookRun
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.lb}/"
+
+    def playbook(self, name: str, **extra: object) -> PlaybookRun:
+        return run_playbook(name, self.inventory, {"app_artifact": str(self.artifact), **extra})
+
+    def on(self, host: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+        return inkdeploy("lab", "exec", "--lab", LAB, host, "--", *cmd, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if os.geteuid() != 0:
+        pytest.fail("stack tests need root: run them as root (CI does)")
+    work = tmp_path_factory.mktemp("stack")
+    dist = work / "dist"
+    project = str(REPO / "examples/inkapp")
+    build = inkdeploy("build", project, "--version", VERSION, "--out", str(dist))
+    assert build.returncode == 0, build.stdout + build.stderr
+    # The lab's group_vars (the demo's settings) next to this lab's generated hosts.yml.
+    inventory_dir = work / "inventory"
+    inventory_dir.mkdir()
+    (inventory_dir / "group_vars").symlink_to(REPO / "inventories/lab/group_vars")
+    inventory = inventory_dir / "hosts.yml"
+    inkdeploy("lab", "down", "--lab", LAB)
+    up = inkdeploy(
+        "lab", "up", "--lab", LAB, "--subnet", SUBNET, "--topology", "small",
+        "--inventory", str(inventory), "--json",
+    )  # fmt: skip
+    assert up.returncode == 0, up.stdout + up.stderr
+    json.loads(up.stdout)
+    artifact = dist / f"inkapp-{VERSION}.tar.gz"
+    first = run_playbook("site.yml", inventory, {"app_artifact": str(artifact)})
+    try:
+        yield Stack(
+            inventory=inventory,
+            artifact=artifact,
+            lb=inventory_address(inventory, "lb1"),
+            cacert=inventory_dir / "pki/nginx_lb/ca.crt",
+            first_run=first,
+        )
+    finally:
+        down = inkdeploy("lab", "down", "--lab", LAB)
+        assert down.returncode == 0, down.stdout + down.stderr

@@ -1,0 +1,205 @@
+"""site.yml end to end on the lab, then what a user and an operator would check."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import http.cookiejar
+import json
+import re
+import ssl
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from inkdeploy.lab.drill import drain_drill, inventory_address, kill_drill
+from inkdeploy.loadgen import LoadConfig, LoadGenerator
+
+from .conftest import LAB, VERSION, Stack
+
+pytestmark = pytest.mark.stack
+
+# Mozilla "intermediate" (v5.7) cipher suites, as OpenSSL names them.
+INTERMEDIATE_TLS12 = {
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+}  # fmt: skip
+INTERMEDIATE_TLS13 = {
+    "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
+}  # fmt: skip
+
+
+def tls_context(stack: Stack) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(stack.cacert))
+
+
+def get(stack: Stack, path: str) -> tuple[http.client.HTTPResponse, str, str]:
+    """GET over HTTPS; the response, its body and the TLS version negotiated."""
+    conn = http.client.HTTPSConnection(stack.lb, 443, context=tls_context(stack), timeout=10)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read().decode()
+    version = conn.sock.version()
+    conn.close()
+    return response, body, version
+
+
+def test_site_yml_converges_the_whole_stack(stack: Stack) -> None:
+    run = stack.first_run
+    assert run.rc == 0, run.tail()
+    assert set(run.recap) == {"lb1", "app1", "app2", "worker1", "data1"}
+    assert not run.failed_hosts
+
+
+def test_https_answers_200_over_tls13_with_the_version(stack: Stack) -> None:
+    response, body, tls = get(stack, "/")
+    assert response.status == 200 and tls == "TLSv1.3"
+    assert response.getheader("X-App-Version") == VERSION
+    assert f'<span id="version">{VERSION}</span>' in body
+    assert "max-age=" in (response.getheader("Strict-Transport-Security") or "")
+
+
+def test_plain_http_is_redirected_to_https(stack: Stack) -> None:
+    conn = http.client.HTTPConnection(stack.lb, 80, timeout=10)
+    conn.request("GET", "/some/page?x=1")
+    response = conn.getresponse()
+    assert response.status == 301
+    assert response.getheader("Location") == f"https://{stack.lb}/some/page?x=1"
+
+
+def test_the_page_writes_to_postgresql_and_celery_answers(stack: Stack) -> None:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=tls_context(stack)),
+        urllib.request.HTTPCookieProcessor(jar),
+    )
+    page = opener.open(stack.url, timeout=10).read().decode()
+    before = int(re.search(r'id="visits">(\d+)<', page).group(1))
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    note = f"e2e-{time.time_ns()}"
+    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "note": note}).encode()
+    request = urllib.request.Request(stack.url, data=form, headers={"Referer": stack.url})  # noqa: S310
+    after_post = opener.open(request, timeout=10).read().decode()  # POST, then its redirect
+    assert note in after_post, "the visit written to PostgreSQL is not listed"
+    assert int(re.search(r'id="visits">(\d+)<', after_post).group(1)) == before + 1
+    # The task the POST queued runs on worker1 and its result comes back through Redis.
+    deadline, state, result = time.monotonic() + 30, None, None
+    while time.monotonic() < deadline:
+        page = opener.open(stack.url, timeout=10).read().decode()
+        state = re.search(r'id="task-state">(\w+)<', page)
+        result = re.search(r'id="task-result">(\d+)<', page)
+        if result:
+            break
+        time.sleep(1)
+    assert result, f"no Celery result on the page (task state {state and state.group(1)})"
+    visit_id = int(re.search(r"<li>#(\d+) at [^<]* " + re.escape(note), page).group(1))
+    assert int(result.group(1)) == visit_id * visit_id
+    assert "from worker1" in page
+    # Beat (exactly one, on worker1) schedules a heartbeat every 10 s.
+    assert re.search(r'id="beat">\d{4}-\d\d-\d\dT', page), "Celery beat has not run"
+
+
+def test_tls_scan_shows_only_tls12_tls13_and_intermediate_ciphers(stack: Stack) -> None:
+    scan = subprocess.run(
+        ["sslscan", "--no-colour", f"{stack.lb}:443"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    protocols = dict(re.findall(r"^(SSLv2|SSLv3|TLSv1\.[0-3])\s+(enabled|disabled)$", scan, re.M))
+    assert protocols == {
+        "SSLv2": "disabled", "SSLv3": "disabled", "TLSv1.0": "disabled", "TLSv1.1": "disabled",
+        "TLSv1.2": "enabled", "TLSv1.3": "enabled",
+    }, scan  # fmt: skip
+    ciphers = re.findall(r"^(?:Preferred|Accepted)\s+(TLSv1\.[23])\s+\d+ bits\s+(\S+)", scan, re.M)
+    assert ciphers, scan
+    for protocol, cipher in ciphers:
+        allowed = INTERMEDIATE_TLS13 if protocol == "TLSv1.3" else INTERMEDIATE_TLS12
+        assert cipher in allowed, f"{protocol} {cipher} is not in Mozilla intermediate"
+    assert not any(cipher.startswith("DHE-") for _, cipher in ciphers)
+
+
+def test_a_second_site_yml_run_changes_nothing(stack: Stack) -> None:
+    run = stack.playbook("site.yml")
+    assert run.rc == 0, run.tail()
+    assert run.changed == dict.fromkeys(run.recap, 0), run.tail(120)
+
+
+def nginx_files(stack: Stack) -> str:
+    """Checksums of every file under /etc/nginx on the LB."""
+    listing = stack.on("lb1", "sh", "-c", "find /etc/nginx -type f | sort | xargs sha256sum")
+    assert listing.returncode == 0, listing.stderr
+    return listing.stdout
+
+
+def test_a_broken_template_fails_the_play_and_the_lb_keeps_serving(stack: Stack) -> None:
+    before = nginx_files(stack)
+    gen = LoadGenerator(LoadConfig(stack.url, cacert=str(stack.cacert), rate=50)).start()
+    # A value nginx -t rejects: the rendered file must never replace the running config.
+    run = stack.playbook("loadbalancer.yml", nginx_lb_client_max_body_size="10 megabytes")
+    report = gen.stop()
+    assert run.rc != 0, "the play accepted a config nginx -t rejects"
+    assert "nginx" in run.output and "failed=1" in run.output
+    assert report.failed == 0 and report.ok > 0, report.format()
+    assert nginx_files(stack) == before, "a file under /etc/nginx changed"
+    assert stack.on("lb1", "nginx", "-t").returncode == 0
+    response, _, _ = get(stack, "/")
+    assert response.status == 200
+
+
+def upstreams_by_second(stack: Stack) -> dict[int, set[str]]:
+    """From the LB's JSON access log: epoch second -> upstream addresses that served in it."""
+    raw = stack.on("lb1", "tail", "-n", "20000", "/var/log/nginx/inkdeploy-access.log").stdout
+    seen: dict[int, set[str]] = {}
+    for line in raw.splitlines():
+        entry = json.loads(line)
+        second = int(datetime.datetime.fromisoformat(entry["time"]).timestamp())
+        seen.setdefault(second, set()).update(a.strip() for a in entry["upstream_addr"].split(","))
+    return seen
+
+
+def test_draining_an_app_host_and_bringing_it_back_fails_no_request(stack: Stack) -> None:
+    result = drain_drill(stack.inventory, stack.url, stack.cacert, "app1", rate=100)
+    report = result.report
+    assert report.requests >= 1000
+    assert report.failed == 0, report.format()
+    app1 = f"{inventory_address(stack.inventory, 'app1')}:8001"
+    app2 = f"{inventory_address(stack.inventory, 'app2')}:8001"
+    seen = upstreams_by_second(stack)
+    drained = range(int(result.marks["drained"]) + 1, int(result.marks["returning"]))
+    assert drained, result.marks
+    assert all(app1 not in seen.get(second, set()) for second in drained), "drained app1 served"
+    assert any(app2 in seen.get(second, set()) for second in drained)
+    after = [s for s in seen if s > result.marks["returned"] + 1]
+    assert any(app1 in seen[s] for s in after), "app1 got no traffic back after the drain"
+
+
+def test_a_hard_killed_app_host_costs_at_most_a_handful_of_requests(stack: Stack) -> None:
+    result = kill_drill(stack.inventory, stack.url, stack.cacert, "app2", LAB, rate=100)
+    report = result.report
+    assert report.requests >= 2500
+    assert report.failed <= 10, report.format()
+    # The requests after the first seconds all succeed: passive health took app2 out.
+    assert not [s for s in report.failed_seconds() if s > 20], report.format(timeline=True)
+    # app2 rebooted: its slot starts at boot and serves again.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        health = stack.on(
+            "app2", "curl", "-fsS", "-H", "Host: localhost", "http://127.0.0.1:8001/healthz"
+        )
+        if health.returncode == 0 and VERSION in health.stdout:
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"app2's blue slot did not come back after the reboot: {health.stdout}")
+
+
+def test_the_lb_answers_its_own_healthz(stack: Stack) -> None:
+    response, body, _ = get(stack, "/healthz")
+    assert response.status == 200 and json.loads(body)["service"] == "nginx_lb"
+    assert response.getheader("X-App-Version") is None, "/healthz went to the app, not the LB"
