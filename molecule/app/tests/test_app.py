@@ -78,8 +78,13 @@ def test_gunicorn_trusts_forwarded_headers_only_from_load_balancers(host):
 
 def test_environment_file_is_private(host):
     env = host.file("/etc/inkapp/env")
-    assert env.mode == 0o640 and env.user == "root" and env.group == "inkapp"
-    assert "DJANGO_SETTINGS_MODULE=inkdeploy_release.settings" in env.content_string
+    assert env.mode == 0o600 and env.user == "root" and env.group == "root"
+    content = env.content_string
+    assert "DJANGO_SETTINGS_MODULE=inkdeploy_release.settings" in content
+    # The data tier's settings, from roles postgresql and redis_sentinel (data1 here).
+    assert "target_session_attrs=read-write" in content
+    assert "INKDEPLOY_REDIS_SENTINELS=" in content and ":26379" in content
+    assert "INKDEPLOY_DATABASE_PASSWORD=" in content
 
 
 def test_access_log_is_json_with_version_and_slot(host):
