@@ -14,7 +14,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 APT_PACKAGES := $(shell sed -e 's/\#.*//' requirements/apt.txt)
 
-.PHONY: help deps apt venv lint unit build-test lab-test stack-test molecule test demo lab-down bench clean artifact
+.PHONY: help deps apt venv tools lint unit build-test lab-test stack-test molecule test demo lab-down bench clean artifact
 
 help:
 	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), converge the whole stack, show the HTTPS URL"
@@ -22,7 +22,19 @@ help:
 	@echo "make lab-down  remove the demo lab: hosts, mounts, links, bridge, files"
 	@echo "make bench     run the benchmarks under bench/"
 
-deps: apt venv
+deps: apt venv tools
+
+# promtool and amtool from Debian's packages (the same versions the hosts run), unpacked into
+# .cache/bin without installing the services: the rule tests run them on this machine.
+TOOLS := .cache/bin/promtool .cache/bin/amtool
+tools: $(TOOLS)
+
+$(TOOLS):
+	@rm -rf .cache/debs && mkdir -p .cache/debs .cache/bin
+	cd .cache/debs && apt-get download -q prometheus prometheus-alertmanager
+	for deb in .cache/debs/*.deb; do dpkg-deb -x $$deb .cache/debs/root; done
+	install -m 0755 .cache/debs/root/usr/bin/promtool .cache/debs/root/usr/bin/amtool .cache/bin/
+	rm -rf .cache/debs
 
 # Install Debian packages only when one is missing, so re-runs are quick and offline-safe.
 apt:
@@ -49,7 +61,7 @@ lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint
 
-unit: venv
+unit: venv tools
 	$(BIN)/pytest -q tests/unit
 
 # Builds the demo app's artifact for real (pip reaches PyPI) and serves requests from it.

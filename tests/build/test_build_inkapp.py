@@ -32,7 +32,7 @@ print(json.dumps({
     "version_header": health[0]["X-App-Version"],
     "health_version": health[0].json()["version"],
     "metric_500": [l for l in metrics.splitlines()
-                   if 'status="500"' in l and l.startswith("inkapp_http_requests_total")],
+                   if 'status="500"' in l and l.startswith("http_requests_total")],
 }))
 """
 

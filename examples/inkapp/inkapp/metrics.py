@@ -1,5 +1,8 @@
 """Prometheus metrics: requests by status and latency, labelled with the app version.
 
+The names are the ones inkdeploy's Prometheus rules expect of every app (roles/prometheus):
+http_requests_total{version, method, status} and http_request_duration_seconds{version}.
+
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes the workers share their counts.
 """
 
@@ -11,10 +14,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 REQUESTS = Counter(
-    "inkapp_http_requests_total", "HTTP requests by status", ["version", "method", "status"]
+    "http_requests_total", "HTTP requests by status", ["version", "method", "status"]
 )
 LATENCY = Histogram(
-    "inkapp_http_request_duration_seconds",
+    "http_request_duration_seconds",
     "HTTP request latency",
     ["version"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),

@@ -1,0 +1,62 @@
+"""After site.yml: every scrape target up; the recording rules answer while load runs."""
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from prom import INVENTORY, address, query
+
+from inkdeploy.loadgen import LoadConfig, LoadGenerator
+
+testinfra_hosts = ["mon1"]
+
+JOBS = {"prometheus", "alertmanager", "node", "app", "postgres", "patroni", "etcd", "redis",
+        "nginx", "nginx_log"}  # fmt: skip
+
+
+def test_every_scrape_target_is_up(host):
+    deadline = time.monotonic() + 60
+    while True:
+        up = query("up")
+        down = [r["metric"] for r in up if r["value"][1] != "1"]
+        if not down or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert not down, f"targets down: {down}"
+    assert {r["metric"]["job"] for r in up} == JOBS
+    # One node target per host, one app target per serving slot (app1 blue).
+    assert len([r for r in up if r["metric"]["job"] == "node"]) == 5
+    assert [r["metric"]["slot"] for r in up if r["metric"]["job"] == "app"] == ["blue"]
+
+
+def test_exporters_see_their_services(host):
+    assert query("pg_up")[0]["value"][1] == "1"
+    assert query("redis_up")[0]["value"][1] == "1"
+    assert query("nginx_up")[0]["value"][1] == "1"
+    assert query("max(patroni_primary)")[0]["value"][1] == "1"
+    unit = 'name="inkapp-celery-worker@celery.service",state="active"'
+    workers = query(f"node_systemd_unit_state{{{unit}}}")
+    assert workers and workers[0]["value"][1] == "1"
+
+
+def test_recording_rules_have_data_while_load_runs(host):
+    lb = address("lb1")
+    config = LoadConfig(f"https://{lb}/", cacert=str(INVENTORY / "pki/nginx_lb/ca.crt"), rate=50)
+    gen = LoadGenerator(config).start()
+    try:
+        time.sleep(40)
+        errors = query("version:http_errors:ratio_rate30s")
+        rate = query("version:http_requests:rate30s")
+        lb_5xx = query("lb:http_responses_5xx:ratio_rate1m")
+    finally:
+        report = gen.stop()
+    assert report.failed == 0, report.format()
+    assert [(r["metric"]["version"], float(r["value"][1])) for r in errors] == [("1.0.0", 0.0)]
+    assert float(rate[0]["value"][1]) > 20
+    assert float(lb_5xx[0]["value"][1]) == 0.0
+
+
+def test_no_alert_but_the_watchdog_fires(host):
+    firing = query('ALERTS{alertstate="firing"}')
+    assert [r["metric"]["alertname"] for r in firing] == ["Watchdog"], firing
