@@ -66,6 +66,8 @@ def summary(name: str, results: list[DrillResult]) -> dict[str, object]:
         "requests": [r.requests for r in reports],
         "failed": [r.failed for r in reports],
         "raw_resets": [r.raw_resets for r in reports],
+        "slow_over_1s": [r.slow["over_1s"] if r.slow else None for r in reports],
+        "slow_over_5s": [r.slow["over_5s"] if r.slow else None for r in reports],
         "failed_by_kind_total": kinds,
         "p99_ms_median": statistics.median(r.latency_ms["p99"] for r in reports if r.latency_ms),
         "max_ms_worst": max(r.latency_ms["max"] for r in reports if r.latency_ms),
@@ -139,6 +141,7 @@ def main() -> None:
         print(f"    failed (browser-like client) {s['failed']}")
         print(f"    failed by kind, all runs {s['failed_by_kind_total']}")
         print(f"    raw keep-alive resets (retried once) {s['raw_resets']}")
+        print(f"    ok but slower than 1 s {s['slow_over_1s']}, than 5 s {s['slow_over_5s']}")
         print(f"    last failure at s {s['last_failure_s']}")
         print(f"    p99 median {s['p99_ms_median']:.1f} ms, worst max {s['max_ms_worst']:.0f} ms")
 

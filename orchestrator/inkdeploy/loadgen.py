@@ -652,6 +652,7 @@ class Report:
     failures: dict[str, dict[str, int]]  # kind -> status code or exception -> count
     status_codes: dict[int, int]
     latency_ms: dict[str, float] | None  # p50 p90 p99 p99.9 max mean of ok requests
+    slow: dict[str, int] | None  # ok requests slower than 1 s and 5 s (retries included)
     schedule_lag_ms: dict[str, float] | None  # p50 p99 max: send time minus due time
     counts: dict[str, dict[str, int]]  # count header -> value -> responses (any status)
     first_failure_s: float | None
@@ -698,6 +699,7 @@ class Report:
             "failures": {k: dict(v) for k, v in self.failures.items()},
             "status_codes": {str(k): v for k, v in self.status_codes.items()},
             "latency_ms": self.latency_ms,
+            "slow": self.slow,
             "schedule_lag_ms": self.schedule_lag_ms,
             "counts": {h: dict(v) for h, v in self.counts.items()},
             "first_failure_s": self.first_failure_s,
@@ -716,7 +718,12 @@ class Report:
             f"  requests   {self.requests}  ok {self.ok}  failed {self.failed}"
             f"  raw_resets {self.raw_resets} ({self.retries} retried)"
             f"  connections {self.connections}",
-            f"  latency ms {_format_summary(self.latency_ms)}",
+            f"  latency ms {_format_summary(self.latency_ms)}"
+            + (
+                f"  (over 1 s: {self.slow['over_1s']}, over 5 s: {self.slow['over_5s']})"
+                if self.slow
+                else ""
+            ),
             f"  lag ms     {_format_summary(self.schedule_lag_ms)}",
         ]
         for kind, count in self.failed_by_kind.items():
@@ -940,12 +947,22 @@ class LoadGenerator:
             failures={k: dict(view.failures[k].most_common()) for k in KINDS if k in view.failures},
             status_codes=dict(sorted(view.status_codes.items())),
             latency_ms=_summary(view.latencies_ms, PERCENTILES) if latency else None,
+            slow=_slow(view.latencies_ms) if latency else None,
             schedule_lag_ms=_summary(view.lags_ms, lags) if latency else None,
             counts={h: dict(c.most_common()) for h, c in view.counts.items()},
             first_failure_s=_round(view.first_failure),
             last_failure_s=_round(view.last_failure),
             timeline=view.timeline,
         )
+
+
+SLOW_MS = (("over_1s", 1000.0), ("over_5s", 5000.0))
+
+
+def _slow(latencies_ms: array) -> dict[str, int]:
+    """How many ok requests took longer than each of SLOW_MS: what a failure that a retry
+    hid (a dead upstream's connect timeout, say) still cost the user."""
+    return {name: sum(1 for value in latencies_ms if value > limit) for name, limit in SLOW_MS}
 
 
 def _round(value: float | None) -> float | None:

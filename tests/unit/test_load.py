@@ -100,7 +100,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]
 
 class Handler(BaseHTTPRequestHandler):
     """GET/POST: 200 with X-App-Version; /status/N answers N; /chunked sends a chunked body;
-    /drip sends its body slowly; /hang never answers."""
+    /drip sends its body slowly; /slow answers after 1.2 s; /hang never answers."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -135,6 +135,8 @@ class Handler(BaseHTTPRequestHandler):
             self.server.release.wait(30)
             self.close_connection = True
             return
+        if self.path == "/slow":  # like a retry after a dead upstream's connect timeout
+            time.sleep(1.2)
         status = int(self.path.split("/")[2]) if self.path.startswith("/status/") else 200
         body = b"hello\n"
         self.send_response(status)
@@ -266,6 +268,7 @@ def test_steady_load_at_the_set_rate(tls: bool, pki: tuple[Path, ssl.SSLContext]
     assert latency is not None
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["p99.9"]
     assert latency["p99.9"] <= latency["max"] < 1000
+    assert report.slow == {"over_1s": 0, "over_5s": 0}
     _assert_timeline_adds_up(report)
     assert report.first_second_with("v1") == 0
 
@@ -518,3 +521,11 @@ def test_cli_stops_cleanly_on_signal(tls_server: AppServer, cacert: str, signum:
     assert proc.returncode == 0, err
     report = json.loads(out)
     assert report["final"] and report["failed"] == 0 and report["requests"] >= 20
+
+
+def test_slow_but_successful_requests_are_counted_apart(tls_server: AppServer, cacert: str) -> None:
+    """A request a retry or a slow upstream delayed still counts as ok, and shows in `slow`."""
+    report = _run(tls_server.url + "slow", rate=10, duration=0.1, timeout=10, cacert=cacert)
+    assert report.ok == 1 and report.failed == 0
+    assert report.slow == {"over_1s": 1, "over_5s": 0}
+    assert "over 1 s: 1" in report.format()

@@ -26,6 +26,14 @@ def query(expr: str) -> list[dict]:
     return body["data"]["result"]
 
 
+def label_values(label: str) -> list[str]:
+    url = f"http://{address('mon1')}:9090/api/v1/label/{label}/values"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
 def notifications(host) -> list[dict]:
     """What the webhook receiver on mon1 got so far."""
     log = host.file("/var/lib/webhook-alerts.jsonl")

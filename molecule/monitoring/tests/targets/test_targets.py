@@ -1,15 +1,17 @@
 """After site.yml: every scrape target up; the recording rules answer while load runs."""
 
+import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prom import INVENTORY, address, query
+from prom import INVENTORY, address, label_values, query
 
 from inkdeploy.loadgen import LoadConfig, LoadGenerator
 
 testinfra_hosts = ["mon1"]
+REPO = Path(__file__).resolve().parents[4]
 
 JOBS = {"prometheus", "alertmanager", "node", "app", "postgres", "patroni", "etcd", "redis",
         "nginx", "nginx_log"}  # fmt: skip
@@ -60,3 +62,33 @@ def test_recording_rules_have_data_while_load_runs(host):
 def test_no_alert_but_the_watchdog_fires(host):
     firing = query('ALERTS{alertstate="firing"}')
     assert [r["metric"]["alertname"] for r in firing] == ["Watchdog"], firing
+
+
+def test_every_metric_the_dashboards_query_exists_in_this_prometheus(host):
+    """Runs after the load above, so the app's and the LB's request metrics exist."""
+    from inkdeploy.promql import metric_names
+
+    dashboards = sorted((REPO / "roles/grafana/files/dashboards").glob("*.json"))
+    assert dashboards, "no Grafana dashboards found"
+    wanted: dict[str, set[str]] = {}
+    for path in dashboards:
+        for expr in dashboard_exprs(json.loads(path.read_text())):
+            for name in metric_names(expr):
+                wanted.setdefault(name, set()).add(path.name)
+    known = set(label_values("__name__"))
+    missing = {name: sorted(files) for name, files in wanted.items() if name not in known}
+    assert not missing, f"dashboard metrics this Prometheus does not have: {missing}"
+
+
+def dashboard_exprs(node) -> list[str]:
+    """Every PromQL `expr` in a dashboard (panels, rows, targets, at any depth)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("expr"), str) and node["expr"].strip():
+            found.append(node["expr"])
+        for value in node.values():
+            found += dashboard_exprs(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += dashboard_exprs(value)
+    return found
