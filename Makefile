@@ -84,7 +84,7 @@ test: deps lint unit build-test lab-test stack-test molecule
 DEMO_VERSION := 1.0.0
 DEMO_ARTIFACT := dist/inkapp-$(DEMO_VERSION).tar.gz
 
-$(DEMO_ARTIFACT): $(VENV)/.installed
+$(DEMO_ARTIFACT): | $(VENV)/.installed
 	$(BIN)/inkdeploy build examples/inkapp --version $(DEMO_VERSION) --out dist
 
 demo: deps $(DEMO_ARTIFACT)
