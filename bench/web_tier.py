@@ -25,7 +25,9 @@ from inkdeploy.lab.drill import (
     drain_drill,
     inventory_address,
     kill_drill,
+    lab_inventory,
     run_playbook,
+    wait_slot_healthy,
 )
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -37,20 +39,6 @@ def sh(*args: str) -> str:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
-
-
-def wait_healthy(lab: str, host: str, version: str, timeout: float = 120) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        proc = subprocess.run(
-            [CLI, "lab", "exec", "--lab", lab, host, "--", "curl", "-fsS", "-H", "Host: localhost",
-             "http://127.0.0.1:8001/healthz"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if proc.returncode == 0 and version in proc.stdout:
-            return time.monotonic() - started
-        time.sleep(1)
-    sys.exit(f"{host} did not serve {version} again within {timeout:.0f} s")
 
 
 def summary(name: str, results: list[DrillResult]) -> dict[str, object]:
@@ -91,10 +79,7 @@ def main() -> None:
     version = "1.0.0"
     sh(CLI, "build", str(PROJECT / "examples/inkapp"), "--version", version, "--out", str(work))
     artifact = work / f"inkapp-{version}.tar.gz"
-    inventory_dir = work / "inventory"
-    inventory_dir.mkdir()
-    (inventory_dir / "group_vars").symlink_to(PROJECT / "inventories/lab/group_vars")
-    inventory = inventory_dir / "hosts.yml"
+    inventory = lab_inventory(work)
     subprocess.run([CLI, "lab", "down", "--lab", args.lab], capture_output=True, check=False)
     sh(CLI, "lab", "up", "--lab", args.lab, "--subnet", args.subnet, "--topology", args.topology,
        "--inventory", str(inventory))  # fmt: skip
@@ -111,12 +96,15 @@ def main() -> None:
         figures["hosts"] = len(fresh.recap)
 
         lb = inventory_address(inventory, "lb1")
-        url, cacert = f"https://{lb}/", inventory_dir / "pki/nginx_lb/ca.crt"
+        url, cacert = f"https://{lb}/", inventory.parent / "pki/nginx_lb/ca.crt"
         drains, kills = [], []
         for _ in range(args.runs):
             drains.append(drain_drill(inventory, url, cacert, "app1", rate=args.rate))
             kills.append(kill_drill(inventory, url, cacert, "app2", args.lab, rate=args.rate))
-            wait_healthy(args.lab, "app2", version)
+            try:
+                wait_slot_healthy(args.lab, "app2", version, timeout=120)
+            except TimeoutError as exc:
+                sys.exit(str(exc))
             time.sleep(12)  # past nginx's fail_timeout, so app2 is back in rotation
         figures["drain"] = summary("drain app1 and bring it back", drains)
         figures["kill"] = summary("hard-kill app2", kills)

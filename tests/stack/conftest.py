@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from inkdeploy.lab.drill import PlaybookRun, inventory_address, run_playbook
+from inkdeploy.lab.drill import PlaybookRun, inventory_address, lab_inventory, run_playbook
 
 LAB = "stack"
 SUBNET = "10.77.41.0/24"
@@ -59,11 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     project = str(REPO / "examples/inkapp")
     build = inkdeploy("build", project, "--version", VERSION, "--out", str(dist))
     assert build.returncode == 0, build.stdout + build.stderr
-    # The lab's group_vars (the demo's settings) next to this lab's generated hosts.yml.
-    inventory_dir = work / "inventory"
-    inventory_dir.mkdir()
-    (inventory_dir / "group_vars").symlink_to(REPO / "inventories/lab/group_vars")
-    inventory = inventory_dir / "hosts.yml"
+    inventory = lab_inventory(work)
     inkdeploy("lab", "down", "--lab", LAB)
     up = inkdeploy(
         "lab", "up", "--lab", LAB, "--subnet", SUBNET, "--topology", "small",
@@ -78,7 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             inventory=inventory,
             artifact=artifact,
             lb=inventory_address(inventory, "lb1"),
-            cacert=inventory_dir / "pki/nginx_lb/ca.crt",
+            cacert=inventory.parent / "pki/nginx_lb/ca.crt",
             first_run=first,
         )
     finally:

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from inkdeploy.lab.drill import drain_drill, inventory_address, kill_drill
+from inkdeploy.lab.drill import drain_drill, inventory_address, kill_drill, wait_slot_healthy
 from inkdeploy.loadgen import LoadConfig, LoadGenerator
 
 from .conftest import LAB, VERSION, Stack
@@ -187,16 +187,10 @@ def test_a_hard_killed_app_host_costs_at_most_a_handful_of_requests(stack: Stack
     # The requests after the first seconds all succeed: passive health took app2 out.
     assert not [s for s in report.failed_seconds() if s > 20], report.format(timeline=True)
     # app2 rebooted: its slot starts at boot and serves again.
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        health = stack.on(
-            "app2", "curl", "-fsS", "-H", "Host: localhost", "http://127.0.0.1:8001/healthz"
-        )
-        if health.returncode == 0 and VERSION in health.stdout:
-            break
-        time.sleep(2)
-    else:
-        pytest.fail(f"app2's blue slot did not come back after the reboot: {health.stdout}")
+    try:
+        wait_slot_healthy(LAB, "app2", VERSION, timeout=90)
+    except TimeoutError as exc:
+        pytest.fail(f"app2's blue slot did not come back after the reboot: {exc}")
 
 
 def test_the_lb_answers_its_own_healthz(stack: Stack) -> None:

@@ -22,6 +22,7 @@ from inkdeploy.loadgen import LoadConfig, LoadGenerator, Report
 
 PROJECT = Path(__file__).resolve().parents[3]
 PLAYBOOKS = PROJECT / "playbooks"
+CLI = str(Path(sys.executable).with_name("inkdeploy"))
 _RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
 
 
@@ -92,6 +93,36 @@ def run_playbook(
     )
     seconds = time.monotonic() - started
     return PlaybookRun(playbook, proc.returncode, seconds, proc.stdout, parse_recap(proc.stdout))
+
+
+def lab_inventory(work: Path) -> Path:
+    """Where a lab's hosts.yml goes (pass it to `lab up --inventory`), in WORK/inventory with
+    the lab's group_vars (inventories/lab/group_vars, the demo's settings) linked beside it."""
+    inventory_dir = work / "inventory"
+    inventory_dir.mkdir()
+    (inventory_dir / "group_vars").symlink_to(PROJECT / "inventories/lab/group_vars")
+    return inventory_dir / "hosts.yml"
+
+
+def wait_slot_healthy(
+    lab: str, host: str, version: str, port: int = 8001, timeout: float = 90
+) -> float:
+    """Seconds until HOST's slot on PORT answers /healthz with VERSION; TimeoutError if never."""
+    started = time.monotonic()
+    answer = ""
+    while time.monotonic() - started < timeout:
+        proc = subprocess.run(
+            [CLI, "lab", "exec", "--lab", lab, host, "--", "curl", "-fsS", "-H", "Host: localhost",
+             f"http://127.0.0.1:{port}/healthz"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        answer = proc.stdout
+        if proc.returncode == 0 and version in answer:
+            return time.monotonic() - started
+        time.sleep(2)
+    raise TimeoutError(
+        f"{host}'s slot on port {port} did not serve {version} within {timeout:.0f} s: {answer}"
+    )
 
 
 def inventory_groups(inventory: Path) -> dict[str, list[str]]:
@@ -177,7 +208,6 @@ def kill_drill(
 ) -> DrillResult:
     """Under steady load: hard power cut of HOST (`inkdeploy lab kill`), AFTER seconds of load
     while passive health checks take it out, then the host is started again (not measured)."""
-    cli = str(Path(sys.executable).with_name("inkdeploy"))
     gen = _load(url, cacert, rate)
     steps: dict[str, float] = {}
     marks: dict[str, float] = {}
@@ -185,12 +215,12 @@ def kill_drill(
         time.sleep(settle)
         marks["kill"] = time.time()
         started = time.monotonic()
-        subprocess.run([cli, "lab", "kill", "--lab", lab, host], check=True, capture_output=True)
+        subprocess.run([CLI, "lab", "kill", "--lab", lab, host], check=True, capture_output=True)
         steps["kill"] = time.monotonic() - started
         time.sleep(after)
     finally:
         report = gen.stop()
     started = time.monotonic()
-    subprocess.run([cli, "lab", "start", "--lab", lab, host], check=True, capture_output=True)
+    subprocess.run([CLI, "lab", "start", "--lab", lab, host], check=True, capture_output=True)
     steps["restart"] = time.monotonic() - started
     return DrillResult(f"kill {host}", report, steps, marks)
