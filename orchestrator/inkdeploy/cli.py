@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from inkdeploy.build.cli import build_command
+from inkdeploy.deploy_cli import register
 from inkdeploy.lab.cli import lab_app
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.command("build")(build_command)
+register(app)
 
 
 def main() -> None:

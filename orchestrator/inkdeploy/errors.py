@@ -20,3 +20,9 @@ class InkdeployError(Exception):
 
 class LabError(InkdeployError):
     """Something about the local lab fleet is wrong."""
+
+
+class PlanError(InkdeployError):
+    """The fleet or the request is not in a state a rollout can start from; nothing changed."""
+
+    exit_code = 2

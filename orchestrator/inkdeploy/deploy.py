@@ -1,0 +1,481 @@
+"""The orchestrator's commands as functions: read the fleet, plan, take the lock, execute, roll
+back on failure, record history. The CLI (deploy_cli.py) only parses and prints."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inkdeploy.build.builder import read_manifest
+from inkdeploy.config import Strategy
+from inkdeploy.errors import InkdeployError
+from inkdeploy.events import Event, Events, JsonLinesFile, JsonStdout, sinks_from_notify
+from inkdeploy.execute import Context, Executor, Outcome
+from inkdeploy.fleet import Fleet, build_fleet
+from inkdeploy.gates.prometheus import PrometheusClient, render
+from inkdeploy.inventory import ConfigError, Environment, load_environment
+from inkdeploy.plan import Plan, PlanError, make_plan, restore_steps, rollback_plan
+from inkdeploy.runner import PROJECT, Progress, Runner
+from inkdeploy.state.journal import Journal, JournalView, state_dir
+from inkdeploy.state.lock import FleetLock, LockHeld, holder_info, whoami
+from inkdeploy.steps import Step, step_from_dict
+
+FACT_TASKS = ("Read the slots", "Read the weights nginx serves")
+
+
+class RolloutFailed(InkdeployError):
+    exit_code = 4
+
+
+@dataclass
+class Session:
+    """One command against one environment."""
+
+    env: Environment
+    runner: Runner
+    journal: Journal
+    lock: FleetLock
+
+    @classmethod
+    def open(
+        cls,
+        inventory: Path,
+        progress: Progress | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> Session:
+        env = load_environment(inventory, overrides)
+        runner = Runner(inventory, progress)
+        journal = Journal(state_dir(inventory))
+        return cls(env, runner, journal, FleetLock(runner, env.policy.app, env.policy.lock_stale_s))
+
+    def read_fleet(self) -> Fleet:
+        result = self.runner.run(
+            "rollout/facts.yml", {"rollout_app": self.env.policy.app}, collect=FACT_TASKS
+        )
+        unreachable = sorted({f.host for f in result.failures})
+        if unreachable:
+            raise InkdeployError(
+                f"Could not read the fleet: {result.first_failure()}. Nothing was changed; "
+                f"fix or remove {', '.join(unreachable)} and try again."
+            )
+        slots = result.results.get(FACT_TASKS[0], {})
+        confs = {
+            host: base64.b64decode(res.get("content", "")).decode()
+            for host, res in result.results.get(FACT_TASKS[1], {}).items()
+        }
+        return build_fleet(
+            self.env.policy.app,
+            self.env.app_hosts,
+            {h: self.env.address(h) for h in self.env.app_hosts},
+            slots,
+            confs,
+            self.env.worker_hosts,
+        )
+
+
+def check_artifact(env: Environment, version: str, artifact: Path | None) -> Path:
+    path = artifact or PROJECT / "dist" / f"{env.policy.app}-{version}.tar.gz"
+    if not path.is_file():
+        raise ConfigError(
+            f"No artifact for {version}: {path} does not exist; build it with "
+            f"`inkdeploy build PROJECT --version {version}` or pass --artifact."
+        )
+    try:
+        manifest = read_manifest(path)
+    except Exception as exc:  # a truncated or foreign file
+        raise ConfigError(f"{path} is not an artifact built by `inkdeploy build`: {exc}") from None
+    if manifest.version != version:
+        raise ConfigError(
+            f"{path} holds version {manifest.version}, not {version}; "
+            "pass the artifact of the version you deploy."
+        )
+    if manifest.name != env.policy.app:
+        raise ConfigError(f"{path} is an artifact of {manifest.name}, not {env.policy.app}.")
+    return path.resolve()
+
+
+def check_gate_queries(env: Environment, version: str, previous: str | None) -> None:
+    """Ask Prometheus to parse every gate query before anything changes."""
+    if not env.prometheus_url:
+        return
+    client = PrometheusClient(env.prometheus_url)
+    params = {"version": version, "previous": previous or ""}
+    for gate in env.policy.prometheus_gates:
+        client.check_query(render(gate.query, **params))
+    for metric in env.policy.judge.metrics:
+        client.check_query(render(metric.query, version=version))
+
+
+@dataclass
+class RolloutRequest:
+    inventory: Path
+    version: str
+    strategy: Strategy | None = None
+    artifact: Path | None = None
+    message: str = ""
+    lock_wait: float = 0.0
+    json: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _events(session: Session, rollout: str, json_out: bool) -> Events:
+    sinks: list[Any] = [JsonLinesFile(session.journal.path(rollout))]
+    if json_out:
+        sinks.append(JsonStdout())
+    notify, warnings = sinks_from_notify(session.env.policy.notify, os.environ)
+    token = os.environ.get(session.env.policy.notify.grafana_token_env, "")
+    events = Events(rollout, [*sinks, *notify], secrets=[token] if token else [])
+    for warning in warnings:
+        events.emit("warning", message=warning)
+    return events
+
+
+def prepare(session: Session, req: RolloutRequest) -> tuple[Plan, Fleet, Path]:
+    """Everything that can be checked without changing the fleet: inputs, fleet state, plan,
+    gate queries. Raises an InkdeployError with one sentence when anything is wrong."""
+    strategy = req.strategy or session.env.policy.strategy
+    artifact = check_artifact(session.env, req.version, req.artifact)
+    fleet = session.read_fleet()
+    plan = make_plan(
+        fleet, session.env.policy, req.version, strategy, tuple(session.env.worker_hosts)
+    )
+    check_gate_queries(session.env, req.version, plan.previous)
+    return plan, fleet, artifact
+
+
+def _context(session: Session, events: Events, artifact: Path | None, ask: Any) -> Context:
+    return Context(
+        runner=session.runner,
+        policy=session.env.policy,
+        events=events,
+        journal=session.journal,
+        addresses={h: session.env.address(h) for h in session.env.app_hosts},
+        environment=session.env.name,
+        artifact=artifact,
+        prometheus_url=session.env.prometheus_url,
+        ask_approval=ask,
+    )
+
+
+@dataclass
+class RolloutResult:
+    rollout: str
+    result: str  # succeeded | rolled_back | rollback_failed
+    version: str
+    previous: str | None
+    message: str
+    seconds: float
+    rollback_seconds: float = 0.0
+    gates: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _record(plan: Plan, result: str, reason: str, started: float, seconds: float) -> dict[str, Any]:
+    return {
+        "rollout": plan.rollout,
+        "kind": plan.kind,
+        "strategy": plan.strategy,
+        "version": plan.version,
+        "previous": plan.previous,
+        "result": result,
+        "reason": reason,
+        "user": whoami(),
+        "started": started,
+        "seconds": round(seconds, 1),
+        # a release that was rolled back (or rolled back from) is never a rollback target again
+        "abandoned": plan.version if result != "succeeded" and plan.kind == "rollout" else None,
+    }
+
+
+def _signals_to_exceptions() -> None:
+    """SIGTERM (systemd, CI timeouts) unwinds like Ctrl-C, so the rollback and lock release
+    run; SIGKILL cannot be caught: the journal and `rollout --resume` cover that case."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_plan(
+    session: Session,
+    plan: Plan,
+    events: Events,
+    artifact: Path | None,
+    ask: Any = None,
+    start: int = 0,
+) -> RolloutResult:
+    """Execute PLAN from step START; on failure restore traffic to plan.previous. The caller
+    holds the lock."""
+    began = time.monotonic()
+    ctx = _context(session, events, artifact, ask)
+    executor = Executor(ctx, plan)
+    try:
+        outcome = executor.run(start)
+    except KeyboardInterrupt:
+        events.emit("interrupted", message="interrupted by a signal")
+        outcome = Outcome(False, None, "The rollout was interrupted (Ctrl-C or SIGTERM).")
+    gates = [g.to_dict() for g in ctx.gate_results]
+    if outcome.ok:
+        return RolloutResult(
+            plan.rollout, "succeeded", plan.version, plan.previous,
+            f"{plan.version} is live ({plan.strategy}).", time.monotonic() - began, gates=gates,
+        )  # fmt: skip
+    if plan.kind == "rollback" or not plan.previous:
+        return RolloutResult(
+            plan.rollout, "rollback_failed", plan.version, plan.previous, outcome.message,
+            time.monotonic() - began, gates=gates,
+        )  # fmt: skip
+    # Bring traffic back to the last good release.
+    events.emit("rollback_started", reason=outcome.message, target=plan.previous)
+    rb_began = time.monotonic()
+    try:
+        fleet = session.read_fleet()
+        steps = restore_steps(
+            fleet, plan.previous, plan.base_weights, tuple(session.env.worker_hosts)
+        )
+        restore = Plan(plan.rollout, "rollback", plan.strategy, plan.previous, plan.version, steps)
+        rb = Executor(_context(session, events, None, None), restore).run(phase="rollback")
+        rb_ok, rb_message = rb.ok, rb.message
+    except InkdeployError as exc:
+        rb_ok, rb_message = False, exc.message
+    rb_seconds = time.monotonic() - rb_began
+    events.emit("rollback_finished", ok=rb_ok, seconds=round(rb_seconds, 2), message=rb_message)
+    if rb_ok:
+        message = (
+            f"{outcome.message} Traffic is back on {plan.previous} "
+            f"(rolled back in {rb_seconds:.1f} s). Run 'inkdeploy history' for the full record."
+        )
+        result = "rolled_back"
+    else:
+        message = (
+            f"{outcome.message} The automatic rollback to {plan.previous} failed too: "
+            f"{rb_message} Run `inkdeploy status`, then `inkdeploy rollback`."
+        )
+        result = "rollback_failed"
+    return RolloutResult(
+        plan.rollout, result, plan.version, plan.previous, message,
+        time.monotonic() - began, rb_seconds, gates,
+    )  # fmt: skip
+
+
+def rollout(
+    req: RolloutRequest,
+    progress: Progress | None = None,
+    ask: Any = None,
+    confirm: Callable[[Plan], bool] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> RolloutResult:
+    session = Session.open(req.inventory, progress, req.overrides)
+    current = session.journal.current()
+    if current:
+        view = session.journal.read(current)
+        if view.active:
+            raise LockHeld(
+                f"Rollout {current} is still running from this controller (pid {view.pid}); "
+                "use `inkdeploy pause|promote|abort` or wait for it."
+            )
+        if view.interrupted and view.steps:
+            raise PlanError(
+                f"Rollout {current} of {view.started.get('version')} was interrupted at step "
+                f"{view.next_step + 1}/{len(view.steps)}; finish it with "
+                "`inkdeploy rollout --resume` or undo it with `inkdeploy rollback`."
+            )
+    plan, fleet, artifact = prepare(session, req)
+    if confirm and not confirm(plan):
+        raise InkdeployError("Not confirmed; nothing was changed.", exit_code=1)
+    holder = holder_info(plan.rollout, plan.version, plan.strategy, req.message)
+    if req.lock_wait > 0:
+        session.lock.wait_acquire(holder, req.lock_wait)
+    else:
+        session.lock.acquire(holder)
+    started = time.time()
+    events = _events(session, plan.rollout, req.json)
+    if on_event:
+        events.subscribe(on_event)
+    _signals_to_exceptions()
+    result: RolloutResult | None = None
+    try:
+        session.journal.set_current(plan.rollout)
+        session.journal.clear_requests()
+        events.emit(
+            "rollout_started", pid=os.getpid(), user=whoami(), app=session.env.policy.app,
+            environment=session.env.name, inventory=str(req.inventory.resolve()),
+            artifact=str(artifact), message=req.message, fleet=fleet.to_dict(), **plan.to_dict(),
+        )  # fmt: skip
+        result = run_plan(session, plan, events, artifact, ask)
+        return result
+    finally:
+        final = result.result if result else "interrupted"
+        reason = result.message if result else "the orchestrator stopped"
+        events.emit("rollout_finished", result=final, message=reason, app=session.env.policy.app)
+        events.close()
+        session.journal.set_current(None)
+        session.lock.release(
+            plan.rollout, _record(plan, final, reason, started, time.time() - started)
+        )
+
+
+def resume(
+    inventory: Path,
+    json_out: bool = False,
+    progress: Progress | None = None,
+    ask: Any = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> RolloutResult:
+    session = Session.open(inventory, progress)
+    view = _interrupted(session)
+    plan = _plan_from_journal(view)
+    artifact = Path(view.started["artifact"]) if view.started.get("artifact") else None
+    holder = holder_info(plan.rollout, plan.version, plan.strategy, "resumed")
+    session.lock.acquire(holder, takeover=True)
+    events = _events(session, plan.rollout, json_out)
+    if on_event:
+        events.subscribe(on_event)
+    _signals_to_exceptions()
+    started = time.time()
+    result: RolloutResult | None = None
+    try:
+        session.journal.set_current(plan.rollout)
+        events.emit("resumed", pid=os.getpid(), user=whoami(), from_step=view.next_step)
+        # The interrupted step may have half-run: every step is idempotent, so run it again.
+        result = run_plan(session, plan, events, artifact, ask, start=view.next_step)
+        return result
+    finally:
+        final = result.result if result else "interrupted"
+        reason = result.message if result else "the orchestrator stopped"
+        events.emit("rollout_finished", result=final, message=reason, app=session.env.policy.app)
+        events.close()
+        session.journal.set_current(None)
+        session.lock.release(
+            plan.rollout, _record(plan, final, reason, started, time.time() - started)
+        )
+
+
+def _interrupted(session: Session) -> JournalView:
+    current = session.journal.current()
+    if not current:
+        raise PlanError("There is no interrupted rollout to resume (`inkdeploy status`).")
+    view = session.journal.read(current)
+    if view.active:
+        raise LockHeld(f"Rollout {current} is still running (pid {view.pid}).")
+    if not view.steps:
+        raise PlanError(f"The journal of rollout {current} has no plan; use `inkdeploy rollback`.")
+    return view
+
+
+def _plan_from_journal(view: JournalView) -> Plan:
+    s = view.started
+    return Plan(
+        s["rollout"], s.get("kind", "rollout"), s["strategy"], s["version"], s.get("previous"),
+        [step_from_dict(x) for x in s["steps"]], s.get("base_weights", {}), s.get("notes", []),
+    )  # fmt: skip
+
+
+def history(session: Session) -> list[dict[str, Any]]:
+    return list(session.lock.query().get("history", []))
+
+
+def rollback_target(history_rows: list[dict[str, Any]], fleet: Fleet, to: str | None) -> str:
+    current = fleet.current_version
+    abandoned = {r["abandoned"] for r in history_rows if r.get("abandoned")}
+    if to:
+        if to in abandoned:
+            raise PlanError(
+                f"{to} was abandoned by an earlier rollback; roll it out again on purpose with "
+                "`inkdeploy rollout` if you really want it."
+            )
+        return to
+    installed = set.intersection(*(set(fleet.releases.get(h, ())) for h in fleet.hosts))
+    for row in reversed(history_rows):
+        for candidate in (row.get("previous"), row.get("version")):
+            if (
+                candidate
+                and candidate != current
+                and candidate not in abandoned
+                and candidate in installed
+                and row.get("result") in {"succeeded", "rolled_back"}
+            ):
+                return candidate
+    raise PlanError(
+        "No earlier release to go back to is recorded and still installed; "
+        "name one with --to VERSION (`inkdeploy status` lists installed releases)."
+    )
+
+
+def rollback(
+    inventory: Path,
+    to: str | None = None,
+    message: str = "",
+    json_out: bool = False,
+    progress: Progress | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> RolloutResult:
+    """Fast path back: LB switch if the old slot still runs, else start it first; no gates but
+    the HTTP health check of a started slot. Also finishes an interrupted rollout."""
+    session = Session.open(inventory, progress)
+    interrupted: JournalView | None = None
+    current_id = session.journal.current()
+    if current_id:
+        view = session.journal.read(current_id)
+        if view.active:
+            raise LockHeld(f"Rollout {current_id} is still running (pid {view.pid}); "
+                           "use `inkdeploy abort` to stop it and roll back.")  # fmt: skip
+        if view.interrupted:
+            interrupted = view
+    fleet = session.read_fleet()
+    rows = history(session)
+    if interrupted and not to:
+        target = interrupted.started.get("previous")
+        base = interrupted.started.get("base_weights")
+    else:
+        target = rollback_target(rows, fleet, to)
+        base = None
+    current = fleet.current_version
+    plan = rollback_plan(fleet, target, current, tuple(session.env.worker_hosts), base)
+    rollout_id = interrupted.rollout if interrupted else plan.rollout
+    holder = holder_info(rollout_id, target, "rollback", message or "rollback")
+    session.lock.acquire(holder, takeover=interrupted is not None)
+    events = _events(session, plan.rollout, json_out)
+    if on_event:
+        events.subscribe(on_event)
+    started = time.time()
+    began = time.monotonic()
+    outcome = Outcome(False, None, "interrupted")
+    try:
+        events.emit("rollout_started", pid=os.getpid(), user=whoami(), app=session.env.policy.app,
+                    message=message, fleet=fleet.to_dict(), **plan.to_dict())  # fmt: skip
+        outcome = Executor(_context(session, events, None, None), plan).run(phase="rollback")
+    finally:
+        final = "succeeded" if outcome.ok else "failed"
+        events.emit("rollout_finished", result=final, message=outcome.message,
+                    app=session.env.policy.app)  # fmt: skip
+        events.close()
+        if interrupted:
+            session.journal.set_current(None)
+        record = _record(plan, final, message or "rollback", started, time.time() - started)
+        # what was live is abandoned: a later rollback never lands on it
+        record["abandoned"] = current if outcome.ok and current != target else None
+        if interrupted:
+            record["abandoned"] = interrupted.started.get("version")
+            record["interrupted_rollout"] = interrupted.rollout
+        session.lock.release(rollout_id, record)
+    seconds = time.monotonic() - began
+    if not outcome.ok:
+        raise RolloutFailed(
+            f"The rollback to {target} failed: {outcome.message} Run `inkdeploy status`."
+        )
+    return RolloutResult(plan.rollout, "succeeded", target, current,
+                         f"Traffic is on {target} again ({seconds:.1f} s).", seconds)  # fmt: skip
+
+
+def steps_of(plan: Plan) -> list[Step]:
+    return plan.steps

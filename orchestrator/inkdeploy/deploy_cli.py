@@ -1,0 +1,385 @@
+"""`inkdeploy rollout|plan|status|rollback|history|lock|pause|resume|promote|abort`: parse,
+call inkdeploy.deploy, print (rich for people, JSON for automation)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.status import Status
+from rich.table import Table
+
+from inkdeploy import deploy
+from inkdeploy.config import Strategy
+from inkdeploy.console import err, friendly, out, print_json
+from inkdeploy.errors import InkdeployError
+from inkdeploy.events import Event
+from inkdeploy.fleet import SLOTS, Fleet
+from inkdeploy.plan import Plan
+from inkdeploy.state.lock import describe_holder, holder_info, staleness
+
+Inventory = Annotated[
+    Path, typer.Option("--inventory", "-i", help="The environment's inventory (inventories/ENV).")
+]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON lines).")]
+
+
+class Display:
+    """Live progress for people: one line per step and gate, a spinner with the current task."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.status: Status | None = None
+        self.tasks = 0
+
+    def __enter__(self) -> Display:
+        if self.enabled:
+            self.status = err.status("starting")
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status:
+            self.status.stop()
+
+    def progress(self, host: str, task: str, status: str) -> None:
+        self.tasks += 1
+        if self.status:
+            self.status.update(f"[dim]{self.tasks} tasks[/] {host}: {task} ({status})")
+
+    def event(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        d = event.data
+        if event.type == "step_started":
+            out.print(f"[bold]→[/] {d.get('description', '')}", highlight=False)
+        elif event.type == "step_done" and d.get("seconds", 0) > 0:
+            out.print(f"  [green]done[/] in {d['seconds']:.1f} s", highlight=False)
+        elif event.type == "step_failed":
+            out.print(f"  [red]failed:[/] {d.get('message')}", highlight=False)
+        elif event.type == "gate":
+            color = "green" if d.get("outcome") == "pass" else "red"
+            out.print(f"  [{color}]gate {d.get('outcome')}[/] {d.get('message')}", highlight=False)
+        elif event.type in {"rollback_started", "paused", "approval_waiting", "warning"}:
+            text = d.get("reason") or d.get("label") or d.get("message") or ""
+            out.print(f"[yellow]{event.type.replace('_', ' ')}:[/] {text}", highlight=False)
+
+
+def print_plan(plan: Plan, fleet: Fleet | None = None) -> None:
+    out.print(
+        f"[bold]{plan.strategy}[/] rollout of [bold]{plan.version}[/] "
+        f"(live now: {plan.previous}), {len(plan.steps)} steps:",
+        highlight=False,
+    )
+    for index, step in enumerate(plan.steps, 1):
+        out.print(f"  {index:2}. {step.describe()}", highlight=False, soft_wrap=True)
+    for note in plan.notes:
+        out.print(f"[dim]Note: {note}[/]", highlight=False)
+
+
+def print_gates(session: deploy.Session) -> None:
+    policy = session.env.policy
+    g = policy.http_gate
+    out.print(
+        f"Gates: HTTP {g.path} -> {g.expect_status} {g.expect_json or ''} under "
+        f"{g.max_latency_ms} ms, {g.retries} tries",
+        highlight=False,
+    )
+    for pg in policy.prometheus_gates:
+        out.print(f"  Prometheus: {pg.name}: {pg.query} {pg.op} {pg.threshold}", highlight=False)
+    if policy.judge.enabled:
+        names = ", ".join(m.name for m in policy.judge.metrics)
+        out.print(
+            f"  Canary judge: {names}; pass >= {policy.judge.pass_score}, marginal >= "
+            f"{policy.judge.marginal_score}, at least {policy.judge.min_samples} samples, "
+            f"no data: {policy.judge.no_data}",
+            highlight=False,
+        )
+
+
+def _request(inventory: Path, version: str, strategy: Strategy | None, artifact: Path | None,
+             message: str, lock_wait: float, json: bool) -> deploy.RolloutRequest:  # fmt: skip
+    return deploy.RolloutRequest(inventory, version, strategy, artifact, message, lock_wait, json)
+
+
+def _finish(result: deploy.RolloutResult, json: bool) -> None:
+    if json:
+        print_json(result.to_dict())
+    elif result.result == "succeeded":
+        out.print(f"[green]{result.message}[/] ({result.seconds:.0f} s)", highlight=False)
+    if result.result != "succeeded":
+        if not json:
+            err.print(f"[bold red]Rollout failed:[/] {result.message}", highlight=False)
+        raise typer.Exit(4)
+
+
+@friendly
+def rollout_command(
+    inventory: Inventory,
+    version: Annotated[str, typer.Option(help="Release to roll out.")] = "",
+    strategy: Annotated[
+        str | None, typer.Option(help="rolling, blue-green or canary (default: the inventory's).")
+    ] = None,
+    artifact: Annotated[
+        Path | None, typer.Option(help="Artifact (default dist/APP-V.tar.gz).")
+    ] = None,
+    plan_only: Annotated[
+        bool, typer.Option("--plan", help="Print the plan, change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before starting.")] = False,
+    message: Annotated[
+        str, typer.Option("--message", "-m", help="Why (kept in the lock and history).")
+    ] = "",
+    lock_wait: Annotated[float, typer.Option(help="Seconds to wait for the deploy lock.")] = 0.0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted rollout.")
+    ] = False,
+    json: Json = False,
+) -> None:
+    """Roll out a release: rolling, blue-green or canary, gated, with automatic rollback."""
+    display = Display(not json)
+    if resume:
+        with display:
+            result = deploy.resume(inventory, json, display.progress, on_event=display.event)
+        _finish(result, json)
+        return
+    parsed = _strategy(strategy)
+    if not version:
+        raise InkdeployError("Name the release to roll out with --version (e.g. --version 2.0.0).")
+    request = _request(inventory, version, parsed, artifact, message, lock_wait, json)
+    if plan_only:
+        _plan(request, json)
+        return
+
+    def confirm(plan: Plan) -> bool:
+        if yes or json or not sys.stdin.isatty():
+            return True
+        print_plan(plan)
+        return typer.confirm("Start this rollout?")
+
+    def ask(label: str) -> bool | None:
+        if not sys.stdin.isatty() or json:
+            return None  # wait for `inkdeploy promote|abort`
+        return typer.confirm(f"Approve: {label}?")
+
+    with display:
+        result = deploy.rollout(request, display.progress, ask, confirm, display.event)
+    _finish(result, json)
+
+
+def _strategy(value: str | None) -> Strategy | None:
+    if value is None:
+        return None
+    if value not in ("rolling", "blue-green", "canary"):
+        raise InkdeployError(
+            f"Unknown strategy {value!r}; use rolling, blue-green or canary.", exit_code=2
+        )
+    return value  # type: ignore[return-value]
+
+
+def _plan(request: deploy.RolloutRequest, json: bool) -> None:
+    session = deploy.Session.open(request.inventory)
+    plan, fleet, _ = deploy.prepare(session, request)
+    if json:
+        print_json(plan.to_dict())
+        return
+    print_plan(plan, fleet)
+    print_gates(session)
+    out.print("[dim]Nothing was changed.[/]")
+
+
+@friendly
+def plan_command(
+    inventory: Inventory,
+    version: Annotated[str, typer.Option(help="Release to plan for.")],
+    strategy: Annotated[str | None, typer.Option(help="rolling, blue-green or canary.")] = None,
+    artifact: Annotated[
+        Path | None, typer.Option(help="Artifact (default dist/APP-V.tar.gz).")
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Print what a rollout would do (steps, batches, weights, gates); change nothing."""
+    _plan(_request(inventory, version, _strategy(strategy), artifact, "", 0, json), json)
+
+
+@friendly
+def status_command(inventory: Inventory, json: Json = False) -> None:
+    """Per host and slot: version, health, LB weight; the active rollout and the lock."""
+    session = deploy.Session.open(inventory)
+    fleet = session.read_fleet()
+    lock = session.lock.query()
+    current = session.journal.current() or None
+    view = session.journal.read(current) if current else None
+    rollout: dict[str, Any] | None = None
+    if view and view.started:
+        rollout = {
+            "rollout": view.rollout,
+            "version": view.started.get("version"),
+            "strategy": view.started.get("strategy"),
+            "state": "running" if view.active else "interrupted",
+            "step": view.next_step + 1,
+            "steps": len(view.steps),
+            "step_description": view.steps[view.next_step].describe()
+            if view.next_step < len(view.steps)
+            else "",
+            "failed": view.failed,
+        }
+    holder = lock.get("holder") or {}
+    stale = staleness(holder, session.env.policy.lock_stale_s) if holder else ""
+    if json:
+        print_json({"fleet": fleet.to_dict(), "rollout": rollout,
+                    "lock": {"holder": holder, "stale": stale}})  # fmt: skip
+        return
+    table = Table(title=f"{session.env.policy.app} on {session.env.name}")
+    for column in ("host", "slot", "version", "unit", "health", "weight"):
+        table.add_column(column)
+    for host in fleet.hosts:
+        for slot in SLOTS:
+            s = fleet.slot(host, slot)
+            health = "ok" if s.healthy else ("-" if not s.active else f"bad ({s.health_status})")
+            table.add_row(host, slot, s.version or "-", "active" if s.active else "stopped",
+                          health, str(s.weight) + (" live" if s.serving else ""))  # fmt: skip
+    out.print(table)
+    out.print(f"Live: {fleet.live_versions or 'nothing'}; workers: {fleet.workers or '-'}")
+    if rollout:
+        out.print(
+            f"[yellow]Rollout {rollout['rollout']} ({rollout['strategy']} to {rollout['version']})"
+            f" {rollout['state']} at step {rollout['step']}/{rollout['steps']}:[/] "
+            f"{rollout['step_description']}",
+            highlight=False,
+        )
+        if rollout["state"] == "interrupted":
+            out.print("Finish it with `inkdeploy rollout --resume` or undo it with "
+                      "`inkdeploy rollback`.")  # fmt: skip
+    if holder:
+        out.print(f"Lock: {describe_holder(holder, session.env.policy.lock_stale_s)}",
+                  highlight=False)  # fmt: skip
+    else:
+        out.print("Lock: free")
+
+
+@friendly
+def rollback_command(
+    inventory: Inventory,
+    to: Annotated[str | None, typer.Option("--to", help="Release to go back to.")] = None,
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+    json: Json = False,
+) -> None:
+    """Back to the previous (or named) release that is still installed: an LB switch when its
+    slot still runs; no gates to wait for."""
+    display = Display(not json)
+    with display:
+        result = deploy.rollback(inventory, to, message, json, display.progress, display.event)
+    _finish(result, json)
+
+
+@friendly
+def history_command(inventory: Inventory, json: Json = False) -> None:
+    """Releases and rollouts: who, when, strategy, result, why."""
+    session = deploy.Session.open(inventory)
+    rows = deploy.history(session)
+    if json:
+        print_json(rows)
+        return
+    table = Table(title="Rollouts (oldest first)")
+    for column in ("when (UTC)", "who", "kind", "strategy", "version", "from", "result", "why"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.get("started", 0)))
+        table.add_row(when, row.get("user", "?"), row.get("kind", ""), row.get("strategy", ""),
+                      row.get("version", ""), row.get("previous") or "-", row.get("result", ""),
+                      (row.get("reason") or "")[:300])  # fmt: skip
+    out.print(table)
+
+
+def _control(action: str) -> Any:
+    @friendly
+    def command(inventory: Inventory) -> None:
+        from inkdeploy.state.journal import Journal, state_dir
+        from inkdeploy.state.lock import whoami
+
+        journal = Journal(state_dir(inventory))
+        current = journal.current()
+        view = journal.read(current) if current else None
+        if not view or not view.active:
+            raise InkdeployError(f"No rollout is running from this controller to {action}.")
+        journal.request(action, whoami())
+        out.print(f"Asked rollout {current} to {action}.")
+
+    command.__doc__ = {
+        "pause": "Hold a running rollout before its next step (traffic stays as it is).",
+        "resume": "Continue a paused rollout (also approves a manual approval step).",
+        "promote": "Skip the remaining canary steps and analysis: all traffic to the new release.",
+        "abort": "Stop a running rollout and return traffic to the last good release.",
+    }[action]
+    return command
+
+
+lock_app = typer.Typer(no_args_is_help=True, help="The deploy lock on the fleet.")
+
+
+@lock_app.command("status")
+@friendly
+def lock_status(inventory: Inventory, json: Json = False) -> None:
+    """Who holds the deploy lock, since when, and whether it looks stale."""
+    session = deploy.Session.open(inventory)
+    holder = session.lock.query().get("holder") or {}
+    if json:
+        stale = staleness(holder, session.env.policy.lock_stale_s) if holder else ""
+        print_json({"holder": holder, "stale": stale})
+        return
+    out.print(describe_holder(holder, session.env.policy.lock_stale_s) if holder else "free",
+              highlight=False)  # fmt: skip
+
+
+@lock_app.command("acquire")
+@friendly
+def lock_acquire(
+    inventory: Inventory,
+    message: Annotated[str, typer.Option("--message", "-m", help="Why (shown to others).")],
+) -> None:
+    """Hold the deploy lock by hand (a freeze): rollouts are refused until it is released."""
+    session = deploy.Session.open(inventory)
+    holder = holder_info(f"manual-{int(time.time())}", "", "", message)
+    holder["pid"] = None  # not tied to this short-lived process
+    session.lock.acquire(holder)
+    out.print(f"Deploy lock held: {message}")
+
+
+@lock_app.command("release")
+@friendly
+def lock_release(
+    inventory: Inventory,
+    force: Annotated[
+        bool, typer.Option(help="Release it whoever holds it (a stale lock).")
+    ] = False,
+) -> None:
+    """Release a lock taken with `lock acquire` (or, with --force, any lock)."""
+    session = deploy.Session.open(inventory)
+    holder = session.lock.query().get("holder") or {}
+    if not holder:
+        out.print("The deploy lock is free.")
+        return
+    manual = str(holder.get("rollout", "")).startswith("manual-")
+    if not (manual or force):
+        raise InkdeployError(
+            "The lock belongs to a rollout: "
+            f"{describe_holder(holder, session.env.policy.lock_stale_s)}; "
+            "pass --force if it is stale."
+        )
+    session.lock.release(str(holder.get("rollout", "")), force=True)
+    out.print("Deploy lock released.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rollout")(rollout_command)
+    app.command("plan")(plan_command)
+    app.command("status")(status_command)
+    app.command("rollback")(rollback_command)
+    app.command("history")(history_command)
+    for action in ("pause", "resume", "promote", "abort"):
+        app.command(action)(_control(action))
+    app.add_typer(lock_app, name="lock")

@@ -1,0 +1,390 @@
+"""Walk a plan's steps: run each through the runner or the gates, record it in the journal (the
+events), stop at the first failure and bring traffic back to the last good release."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inkdeploy.config import Policy
+from inkdeploy.events import Events
+from inkdeploy.fleet import SLOT_PORTS
+from inkdeploy.gates.http import check_http
+from inkdeploy.gates.judge import judge
+from inkdeploy.gates.prometheus import PrometheusClient, evaluate, render
+from inkdeploy.gates.result import GateResult
+from inkdeploy.plan import Plan
+from inkdeploy.runner import Runner
+from inkdeploy.state.journal import Journal
+from inkdeploy.steps import (
+    Analysis,
+    Approval,
+    Celery,
+    Hook,
+    HttpCheck,
+    Install,
+    SetWeights,
+    StartSlot,
+    Step,
+    StopSlot,
+)
+
+WARMUP_S = 10.0
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, gate: GateResult | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.gate = gate
+
+
+class Aborted(StepFailed):
+    pass
+
+
+@dataclass
+class Context:
+    runner: Runner
+    policy: Policy
+    events: Events
+    journal: Journal
+    addresses: dict[str, str]
+    environment: str
+    artifact: Path | None = None
+    prometheus_url: str | None = None
+    # Called while waiting for an approval, with the step's label; True approves at once.
+    ask_approval: Callable[[str], bool | None] | None = None
+    sleep: Callable[[float], None] = time.sleep
+    promoted: bool = False
+    paused: bool = False
+    gate_results: list[GateResult] = field(default_factory=list)
+
+    def prometheus(self) -> PrometheusClient:
+        if not self.prometheus_url:
+            raise StepFailed(
+                "Metric gates need Prometheus, but the inventory has no monitoring host and "
+                "inkdeploy_rollout.prometheus_url is not set."
+            )
+        return PrometheusClient(self.prometheus_url)
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    failed_step: int | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+
+def _env(ctx: Context, plan: Plan, result: str = "") -> dict[str, str]:
+    return {
+        **os.environ,
+        "INKDEPLOY_ROLLOUT_ID": plan.rollout,
+        "INKDEPLOY_VERSION": plan.version,
+        "INKDEPLOY_PREVIOUS_VERSION": plan.previous or "",
+        "INKDEPLOY_STRATEGY": plan.strategy,
+        "INKDEPLOY_ENVIRONMENT": ctx.environment,
+        "INKDEPLOY_RESULT": result,
+    }
+
+
+class Executor:
+    def __init__(self, ctx: Context, plan: Plan) -> None:
+        self.ctx = ctx
+        self.plan = plan
+
+    # -- the walk --------------------------------------------------------------------------
+    def run(self, start: int = 0, phase: str = "rollout") -> Outcome:
+        began = time.monotonic()
+        for index in range(start, len(self.plan.steps)):
+            step = self.plan.steps[index]
+            if self._skipped(step):
+                self.ctx.events.emit("step_skipped", phase=phase, index=index, reason="promoted")
+                self.ctx.events.emit("step_done", phase=phase, index=index, seconds=0.0)
+                continue
+            self._between_steps(phase)
+            self.ctx.events.emit(
+                "step_started", phase=phase, index=index, step=step.to_dict(),
+                description=step.describe(),
+            )  # fmt: skip
+            started = time.monotonic()
+            try:
+                self.do(step)
+            except StepFailed as exc:
+                self.ctx.events.emit(
+                    "step_failed", phase=phase, index=index, message=exc.message,
+                    seconds=round(time.monotonic() - started, 2),
+                )  # fmt: skip
+                return Outcome(False, index, exc.message, time.monotonic() - began)
+            self.ctx.events.emit(
+                "step_done", phase=phase, index=index, seconds=round(time.monotonic() - started, 2)
+            )
+        return Outcome(True, seconds=time.monotonic() - began)
+
+    def _skipped(self, step: Step) -> bool:
+        if not self.ctx.promoted:
+            return False
+        if isinstance(step, Approval):
+            return True
+        if isinstance(step, Analysis) and step.judge:
+            return True
+        return isinstance(step, SetWeights) and 0 < step.new_share < 1
+
+    def _between_steps(self, phase: str) -> None:
+        if phase != "rollout":
+            return
+        self._poll_control()
+        while self.ctx.paused:
+            self.ctx.sleep(1)
+            self._poll_control()
+
+    def _poll_control(self) -> None:
+        request = self.ctx.journal.take_request()
+        if not request:
+            return
+        action, by = request["action"], request.get("by", "?")
+        self.ctx.events.emit("control", action=action, by=by)
+        if action == "pause":
+            self.ctx.paused = True
+            self.ctx.events.emit("paused", by=by)
+        elif action == "resume":
+            self.ctx.paused = False
+        elif action == "promote":
+            self.ctx.paused = False
+            self.ctx.promoted = True
+        elif action == "abort":
+            self.ctx.paused = False
+            raise Aborted(f"Aborted by {by} (`inkdeploy abort`).")
+
+    # -- steps -----------------------------------------------------------------------------
+    def do(self, step: Step) -> None:
+        if isinstance(step, Hook):
+            self._hook(step)
+        elif isinstance(step, Install):
+            self._playbook(
+                "rollout/install.yml",
+                {
+                    "rollout_hosts": ",".join(step.hosts),
+                    "app_version": step.version,
+                    "app_artifact": self._artifact(step.version),
+                    "rollout_migrate": step.migrate,
+                },
+            )
+        elif isinstance(step, StartSlot):
+            self._playbook(
+                "rollout/start-slot.yml",
+                {
+                    "rollout_slots": step.slots,
+                    "rollout_scrape": step.scrape,
+                    "app_version": step.version,
+                    "app_artifact": self._artifact(step.version),
+                    "app_artifact_optional": True,
+                },
+            )
+        elif isinstance(step, StopSlot):
+            self._playbook(
+                "rollout/stop-slot.yml",
+                {"rollout_slots": step.slots, "rollout_scrape": step.scrape},
+            )
+        elif isinstance(step, SetWeights):
+            self._playbook("lb-weights.yml", {"nginx_lb_slot_weights": step.weights})
+        elif isinstance(step, HttpCheck):
+            self._http(step)
+        elif isinstance(step, Analysis):
+            self._analysis(step)
+        elif isinstance(step, Approval):
+            self._approval(step)
+        elif isinstance(step, Celery):
+            self._playbook(
+                "celery.yml",
+                {
+                    "app_version": step.version,
+                    "app_artifact": self._artifact(step.version),
+                    "app_artifact_optional": True,
+                },
+            )
+        else:  # pragma: no cover - every Step type is handled above
+            raise StepFailed(f"unknown step {step!r}")
+
+    def _artifact(self, version: str) -> str:
+        if self.ctx.artifact and version == self.plan.version and self.plan.kind == "rollout":
+            return str(self.ctx.artifact)
+        # A release that is installed already: the role checks the manifest on the hosts only
+        # when the path exists, so the conventional path is fine.
+        return str(Path("dist") / f"{self.ctx.policy.app}-{version}.tar.gz")
+
+    def _playbook(self, playbook: str, extravars: dict[str, Any]) -> None:
+        result = self.ctx.runner.run(playbook, extravars)
+        self.ctx.events.emit(
+            "playbook", playbook=playbook, rc=result.rc, seconds=round(result.seconds, 2),
+            changed=result.changed,
+        )  # fmt: skip
+        if not result.ok:
+            raise StepFailed(f"{playbook}: {result.first_failure()}")
+
+    def _hook(self, step: Hook) -> None:
+        env = _env(self.ctx, self.plan, result="" if step.phase == "pre" else "success")
+        for command in step.commands:
+            try:
+                proc = subprocess.run(  # noqa: S602 - hooks are shell lines from the inventory
+                    command, shell=True, env=env, capture_output=True, text=True,
+                    timeout=self.ctx.policy.hooks.timeout_s, check=False,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise StepFailed(
+                    f"The {step.phase}-deploy hook `{command}` did not finish within "
+                    f"{self.ctx.policy.hooks.timeout_s:.0f} s."
+                ) from None
+            self.ctx.events.emit("hook", phase=step.phase, command=command, rc=proc.returncode)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise StepFailed(
+                    f"The {step.phase}-deploy hook `{command}` exited {proc.returncode}: {tail[0]}"
+                )
+
+    def _gate(self, result: GateResult) -> GateResult:
+        self.ctx.gate_results.append(result)
+        self.ctx.events.emit("gate", **result.to_dict())
+        return result
+
+    def _http(self, step: HttpCheck) -> None:
+        gate = self.ctx.policy.http_gate
+
+        def one(item: tuple[str, str]) -> GateResult:
+            host, slot = item
+            url = f"{gate.scheme}://{self.ctx.addresses[host]}:{SLOT_PORTS[slot]}{gate.path}"
+            return check_http(url, gate, step.version, f"{host} {slot} ({step.version})")
+
+        with ThreadPoolExecutor(max_workers=max(1, len(step.slots))) as pool:
+            results = list(pool.map(one, sorted(step.slots.items())))
+        for result in results:
+            self._gate(result)
+        failed = [r for r in results if not r.passed]
+        if failed:
+            raise StepFailed(f'Gate "{gate.name}" failed: {failed[0].message}', failed[0])
+
+    def _analysis(self, step: Analysis) -> None:
+        """Run the metric gates every few seconds over the window so far: a clear failure ends
+        the step at once; a pass needs the whole window."""
+        if step.window_s <= 0:
+            return
+        client = self.ctx.prometheus()
+        params = {"version": step.version, "previous": self.plan.previous or ""}
+        gates = self.ctx.policy.prometheus_gates
+        for gate in gates:
+            client.check_query(render(gate.query, **params))
+        # Metrics lag the weights: the rates behind the gates look back 15-30 s and Prometheus
+        # scrapes every 5 s, so the window starts after a warm-up.
+        self._wait(WARMUP_S)
+        start = time.time()
+        end = start + step.window_s
+        check_every = min(15.0, max(5.0, step.window_s / 4))
+        marginal_retry = True
+        while True:
+            now = time.time()
+            final = now >= end
+            outcome = self._evaluate(client, step, params, start, min(now, end), final)
+            if outcome == "pass" and final:
+                return
+            if outcome == "marginal" and final:
+                if marginal_retry:
+                    marginal_retry = False
+                    self.ctx.events.emit(
+                        "analysis_extended", label=step.label, window_s=step.window_s
+                    )
+                    end = time.time() + step.window_s
+                    continue
+                raise StepFailed(
+                    f"The canary judge stayed marginal over two windows at {step.label}."
+                )
+            wait_until = min(end, time.time() + check_every)
+            while time.time() < wait_until:
+                self._poll_control()
+                if self.ctx.promoted and step.judge:
+                    return
+                self.ctx.sleep(min(1.0, max(0.0, wait_until - time.time())))
+
+    def _evaluate(
+        self,
+        client: PrometheusClient,
+        step: Analysis,
+        params: dict[str, str],
+        start: float,
+        end: float,
+        final: bool,
+    ) -> str:
+        """'pass', 'marginal' or 'wait' (too early to tell); raises StepFailed on a failure."""
+        early = not final
+        verdict = "pass"
+        for gate in self.ctx.policy.prometheus_gates:
+            result = evaluate(client, gate, params, start, end)
+            if early and (result.outcome in {"nodata", "pause"} or result.evidence.get("no_data")):
+                verdict = "wait"
+                continue
+            if early and result.outcome == "fail" and result.evidence.get("samples", 0) < 3:
+                verdict = "wait"
+                continue
+            if early and result.passed:
+                continue  # only a failure ends the window early; the final check is recorded
+            self._gate(result)
+            if result.outcome == "pause":
+                self._wait_for_operator(f"{step.label}: {result.message}")
+            elif not result.passed:
+                raise StepFailed(f"At {step.label}: {result.message}", result)
+        if step.judge and step.baseline:
+            result = judge(client, self.ctx.policy.judge, step.version, step.baseline, start, end)
+            if early and (
+                result.outcome in {"nodata", "marginal", "pass"} or result.evidence.get("no_data")
+            ):
+                return "wait"
+            if early and result.outcome == "pause":
+                return "wait"
+            self._gate(result)
+            if result.outcome == "fail":
+                raise StepFailed(f"At {step.label}: {result.message}", result)
+            if result.outcome == "pause":
+                self._wait_for_operator(f"{step.label}: {result.message}")
+            if result.outcome == "marginal":
+                return "marginal"
+        return verdict if early else "pass"
+
+    def _wait(self, seconds: float) -> None:
+        until = time.time() + seconds
+        while time.time() < until:
+            self._poll_control()
+            self.ctx.sleep(min(1.0, max(0.0, until - time.time())))
+
+    def _wait_for_operator(self, why: str) -> None:
+        self.ctx.events.emit("paused", reason=why)
+        self.ctx.paused = True
+        while self.ctx.paused and not self.ctx.promoted:
+            self.ctx.sleep(1)
+            self._poll_control()
+
+    def _approval(self, step: Approval) -> None:
+        self.ctx.events.emit("approval_waiting", label=step.label)
+        if self.ctx.ask_approval:
+            answer = self.ctx.ask_approval(step.label)
+            if answer is True:
+                self.ctx.events.emit("approved", label=step.label, by="prompt")
+                return
+            if answer is False:
+                raise Aborted(f"Not approved at {step.label}.")
+        while True:
+            request = self.ctx.journal.take_request()
+            if request:
+                action, by = request["action"], request.get("by", "?")
+                self.ctx.events.emit("control", action=action, by=by)
+                if action in {"promote", "resume"}:
+                    self.ctx.events.emit("approved", label=step.label, by=by)
+                    return
+                if action == "abort":
+                    raise Aborted(f"Aborted by {by} at {step.label} (`inkdeploy abort`).")
+            self.ctx.sleep(1)

@@ -1,0 +1,176 @@
+"""What the fleet runs now: per app host and slot the release, unit state, health and LB weight.
+
+Built from the results of playbooks/rollout/facts.yml (see runner.read_fleet); pure otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SLOTS = ("blue", "green")
+SLOT_PORTS = {"blue": 8001, "green": 8002}
+_WEIGHTS_LINE = re.compile(r"^# inkdeploy-weights: (\{.*\})\s*$", re.M)
+
+
+def other(slot: str) -> str:
+    return "green" if slot == "blue" else "blue"
+
+
+@dataclass(frozen=True)
+class Slot:
+    host: str
+    slot: str
+    version: str | None  # the release the slot's link points at, None if never used
+    active: bool
+    healthy: bool
+    weight: int  # LB weight (0 = drained)
+    health_version: str | None = None
+    health_status: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.host}:{self.slot}"
+
+    @property
+    def serving(self) -> bool:
+        return self.active and self.weight > 0
+
+
+@dataclass(frozen=True)
+class Fleet:
+    app: str
+    hosts: tuple[str, ...]  # app hosts, inventory order
+    addresses: dict[str, str]
+    slots: dict[str, Slot]  # "host:slot" -> Slot
+    releases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # host -> installed
+    workers: dict[str, str | None] = field(default_factory=dict)  # worker host -> release
+    lb_hosts: tuple[str, ...] = ()
+    weights_disagree: tuple[str, ...] = ()  # LB hosts whose weights differ from the first
+
+    def slot(self, host: str, slot: str) -> Slot:
+        return self.slots[f"{host}:{slot}"]
+
+    @property
+    def weights(self) -> dict[str, int]:
+        return {key: s.weight for key, s in sorted(self.slots.items())}
+
+    def live_slot(self, host: str) -> str | None:
+        """The slot of HOST that carries its traffic (the higher weight), None if drained."""
+        best = max((self.slot(host, s) for s in SLOTS), key=lambda s: s.weight)
+        return best.slot if best.weight > 0 else None
+
+    def live_version(self, host: str) -> str | None:
+        slot = self.live_slot(host)
+        return self.slot(host, slot).version if slot else None
+
+    @property
+    def live_versions(self) -> dict[str, int]:
+        """Release -> summed LB weight of the slots serving it."""
+        result: dict[str, int] = {}
+        for s in self.slots.values():
+            if s.weight > 0 and s.version:
+                result[s.version] = result.get(s.version, 0) + s.weight
+        return result
+
+    @property
+    def current_version(self) -> str | None:
+        """The release carrying most of the traffic."""
+        versions = self.live_versions
+        return max(versions, key=lambda v: versions[v]) if versions else None
+
+    def scrape(self) -> dict[str, list[str]]:
+        """Slots Prometheus should scrape: every active slot."""
+        return {
+            host: [s for s in SLOTS if self.slot(host, s).active]
+            or [self.live_slot(host) or "blue"]
+            for host in self.hosts
+        }
+
+    def installed_everywhere(self, version: str) -> bool:
+        return all(version in self.releases.get(host, ()) for host in self.hosts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "current_version": self.current_version,
+            "live_versions": self.live_versions,
+            "hosts": {
+                host: {
+                    "address": self.addresses.get(host),
+                    "live_slot": self.live_slot(host),
+                    "releases": list(self.releases.get(host, ())),
+                    "slots": {
+                        s: {
+                            "version": self.slot(host, s).version,
+                            "active": self.slot(host, s).active,
+                            "healthy": self.slot(host, s).healthy,
+                            "weight": self.slot(host, s).weight,
+                        }
+                        for s in SLOTS
+                    },
+                }
+                for host in self.hosts
+            },
+            "workers": self.workers,
+            "lb_hosts": list(self.lb_hosts),
+            "weights_disagree": list(self.weights_disagree),
+        }
+
+
+def parse_weights(upstreams_conf: str, app: str) -> dict[str, int]:
+    """{"host:slot": weight} for APP from the line nginx_lb writes into upstreams.conf."""
+    match = _WEIGHTS_LINE.search(upstreams_conf)
+    if not match:
+        return {}
+    raw: dict[str, int] = json.loads(match.group(1))
+    prefix = f"{app}:"
+    return {key[len(prefix) :]: int(w) for key, w in raw.items() if key.startswith(prefix)}
+
+
+def build_fleet(
+    app: str,
+    app_hosts: list[str],
+    addresses: dict[str, str],
+    slot_facts: dict[str, dict[str, Any]],
+    lb_confs: dict[str, str],
+    worker_hosts: list[str] | None = None,
+) -> Fleet:
+    """Combine inkdeploy_slots results per host and upstreams.conf per LB into a Fleet."""
+    lb_weights = {lb: parse_weights(text, app) for lb, text in sorted(lb_confs.items())}
+    first = next(iter(lb_weights.values()), {})
+    disagree = tuple(lb for lb, w in lb_weights.items() if w != first)
+    slots: dict[str, Slot] = {}
+    releases: dict[str, tuple[str, ...]] = {}
+    for host in app_hosts:
+        facts = slot_facts.get(host, {})
+        releases[host] = tuple(facts.get("releases", ()))
+        for name in SLOTS:
+            info = facts.get("slots", {}).get(name, {})
+            health = info.get("health") or {}
+            slots[f"{host}:{name}"] = Slot(
+                host=host,
+                slot=name,
+                version=info.get("version"),
+                active=bool(info.get("active")),
+                healthy=bool(info.get("healthy")),
+                weight=int(first.get(f"{host}:{name}", 0)),
+                health_version=health.get("version"),
+                health_status=health.get("status"),
+            )
+    workers = {
+        host: (slot_facts.get(host, {}).get("slots", {}).get("celery") or {}).get("version")
+        for host in worker_hosts or []
+    }
+    return Fleet(
+        app=app,
+        hosts=tuple(app_hosts),
+        addresses=addresses,
+        slots=slots,
+        releases=releases,
+        workers=workers,
+        lb_hosts=tuple(sorted(lb_confs)),
+        weights_disagree=disagree,
+    )

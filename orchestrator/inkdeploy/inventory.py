@@ -1,0 +1,105 @@
+"""An environment's inventory as the orchestrator needs it: groups, addresses, and the rollout
+policy from group_vars (`inkdeploy_rollout`), read with `ansible-inventory` (read-only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from inkdeploy.config import Policy
+from inkdeploy.errors import InkdeployError
+from inkdeploy.runner import PROJECT
+
+
+class ConfigError(InkdeployError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Environment:
+    inventory: Path
+    name: str
+    groups: dict[str, list[str]]
+    hostvars: dict[str, dict[str, Any]]
+    policy: Policy
+
+    @property
+    def app_hosts(self) -> list[str]:
+        return self.groups.get("app", [])
+
+    @property
+    def worker_hosts(self) -> list[str]:
+        return sorted(set(self.groups.get("worker", [])) | set(self.groups.get("celery_beat", [])))
+
+    def address(self, host: str) -> str:
+        return str(self.hostvars.get(host, {}).get("ansible_host", host))
+
+    @property
+    def prometheus_url(self) -> str | None:
+        if self.policy.prometheus_url:
+            return str(self.policy.prometheus_url).rstrip("/")
+        monitoring = self.groups.get("monitoring", [])
+        if not monitoring:
+            return None
+        port = self.hostvars[monitoring[0]].get("prometheus_port", 9090)
+        return f"http://{self.address(monitoring[0])}:{port}"
+
+
+def _format_validation(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"inkdeploy_rollout.{where}: {first['msg']}"
+
+
+def parse_policy(raw: Any, overrides: dict[str, Any] | None = None) -> Policy:
+    data = dict(raw or {})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"The rollout settings are invalid ({_format_validation(exc)}); "
+            "fix inkdeploy_rollout in the inventory's group_vars."
+        ) from None
+
+
+def load_environment(inventory: Path, overrides: dict[str, Any] | None = None) -> Environment:
+    if not inventory.exists():
+        raise ConfigError(
+            f"Inventory {inventory} does not exist; pass --inventory inventories/ENV."
+        )
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bindir / "ansible-inventory"), "-i", str(inventory), "--list"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")},
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"Could not read inventory {inventory}: {last}")
+    data = json.loads(proc.stdout)
+    hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
+    groups: dict[str, list[str]] = {}
+    for name, group in data.items():
+        if name != "_meta" and isinstance(group, dict):
+            groups[name] = list(group.get("hosts", []))
+    # nested children (all -> app ...) are listed separately by ansible-inventory already
+    if not groups.get("app"):
+        raise ConfigError(f"Inventory {inventory} has no hosts in group app; nothing to deploy to.")
+    first = hostvars.get(groups["app"][0], {})
+    policy = parse_policy(first.get("inkdeploy_rollout"), overrides)
+    env_dir = inventory if inventory.is_dir() else inventory.parent
+    return Environment(inventory, env_dir.name, groups, hostvars, policy)

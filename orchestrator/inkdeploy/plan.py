@@ -1,0 +1,206 @@
+"""Pure planning: fleet + policy + version -> the Steps a rollout (or a rollback) will take."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from inkdeploy.config import Policy, Strategy
+from inkdeploy.errors import PlanError
+from inkdeploy.fleet import SLOTS, Fleet, other
+from inkdeploy.steps import Celery, HttpCheck, SetWeights, StartSlot, Step, StopSlot
+from inkdeploy.strategies import bluegreen, canary, rolling
+from inkdeploy.strategies.common import base_weights, scrape_only, weights_for
+
+
+def new_rollout_id(version: str) -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{version}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    rollout: str
+    kind: str  # "rollout" | "rollback"
+    strategy: str
+    version: str
+    previous: str | None
+    steps: list[Step]
+    base_weights: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rollout": self.rollout,
+            "kind": self.kind,
+            "strategy": self.strategy,
+            "version": self.version,
+            "previous": self.previous,
+            "base_weights": self.base_weights,
+            "notes": self.notes,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+def check_fleet(fleet: Fleet) -> str:
+    """The release the fleet serves, or PlanError saying why it is not in a state to roll out."""
+    if fleet.weights_disagree:
+        raise PlanError(
+            f"The load balancers disagree about the weights ({', '.join(fleet.weights_disagree)} "
+            "differ from the first); run `inkdeploy rollback` or playbooks/lb-weights.yml first."
+        )
+    versions = fleet.live_versions
+    if not versions:
+        raise PlanError(
+            "No app slot carries traffic in the load balancer; deploy the first release with "
+            "playbooks/site.yml before rolling out."
+        )
+    if len(versions) > 1:
+        split = ", ".join(f"{v} (weight {w})" for v, w in sorted(versions.items()))
+        raise PlanError(
+            f"Traffic is split between releases ({split}), as an interrupted rollout leaves it; "
+            "finish it with `inkdeploy rollout --resume` or `inkdeploy rollback` first."
+        )
+    unhealthy = [
+        s.key for s in fleet.slots.values() if s.weight > 0 and not (s.active and s.healthy)
+    ]
+    if unhealthy:
+        raise PlanError(
+            f"Slots in the load balancer are not healthy ({', '.join(sorted(unhealthy))}); "
+            "fix them (`inkdeploy status`) before rolling out."
+        )
+    return next(iter(versions))
+
+
+def make_plan(
+    fleet: Fleet,
+    policy: Policy,
+    version: str,
+    strategy: Strategy,
+    workers: tuple[str, ...],
+    rollout: str | None = None,
+) -> Plan:
+    previous = check_fleet(fleet)
+    if previous == version:
+        raise PlanError(
+            f"{version} is already live on every app host; nothing to roll out "
+            "(`inkdeploy status` shows the fleet)."
+        )
+    if strategy == "rolling":
+        steps = rolling.build(fleet, policy, version, workers)
+    elif strategy == "blue-green":
+        steps = bluegreen.build(fleet, policy, version, workers)
+    else:
+        steps = canary.build(fleet, policy, version, previous, workers)
+    notes = []
+    if policy.migrate:
+        notes.append(
+            "Migrations run once before traffic moves and are not undone by a rollback: "
+            "they must work with the previous release too."
+        )
+    return Plan(
+        rollout or new_rollout_id(version),
+        "rollout",
+        strategy,
+        version,
+        previous,
+        steps,
+        base_weights(fleet),
+        notes,
+    )
+
+
+def restore_steps(
+    fleet: Fleet,
+    target: str,
+    base: dict[str, int] | None = None,
+    workers: tuple[str, ...] = (),
+    stop_others: bool = True,
+) -> list[Step]:
+    """Steps that bring the fleet back to TARGET: per host a slot that runs it (started again
+    if it was stopped, or the idle slot pointed at it; the release must still be installed),
+    one weights reload, the Celery workers, then the slots of other releases stopped."""
+    base = base or base_weights(fleet)
+    chosen: dict[str, str] = {}
+    start: dict[str, str] = {}
+    missing = []
+    for host in fleet.hosts:
+        ready = [s for s in SLOTS if fleet.slot(host, s).version == target]
+        running = [s for s in ready if fleet.slot(host, s).active and fleet.slot(host, s).healthy]
+        if running:
+            chosen[host] = max(running, key=lambda s: fleet.slot(host, s).weight)
+        elif ready:
+            chosen[host] = ready[0]
+            start[host] = ready[0]
+        elif target in fleet.releases.get(host, ()):
+            live = fleet.live_slot(host)
+            slot = other(live) if live else "blue"
+            chosen[host] = slot
+            start[host] = slot
+        else:
+            missing.append(host)
+    if missing:
+        raise PlanError(
+            f"Release {target} is no longer installed on {', '.join(missing)}; roll it out "
+            f"again with `inkdeploy rollout --version {target} --artifact ...`."
+        )
+    steps: list[Step] = []
+    if start:
+        scrape = {h: sorted(set(fleet.scrape().get(h, [])) | {chosen[h]}) for h in fleet.hosts}
+        steps.append(StartSlot(start, target, scrape))
+        steps.append(HttpCheck(start, target))
+    weights = weights_for(chosen, base)
+    if weights != fleet.weights or start:
+        steps.append(SetWeights(weights, f"all traffic back to {target}", 1.0))
+    stale_workers = tuple(h for h in workers if fleet.workers.get(h) != target)
+    if stale_workers:
+        steps.append(Celery(target, stale_workers))
+    if stop_others:
+        stop = {
+            h: s for h in fleet.hosts for s in SLOTS if s != chosen[h] and fleet.slot(h, s).active
+        }
+        if stop:
+            # one slot per host at most (there are two slots)
+            steps.append(StopSlot(stop, scrape_only(chosen), reason=f"not {target}"))
+    return steps
+
+
+def rollback_plan(
+    fleet: Fleet,
+    target: str,
+    current: str | None,
+    workers: tuple[str, ...],
+    base: dict[str, int] | None = None,
+    rollout: str | None = None,
+) -> Plan:
+    steps = restore_steps(fleet, target, base, workers)
+    return Plan(
+        rollout or new_rollout_id(f"rollback-{target}"),
+        "rollback",
+        "rollback",
+        target,
+        current,
+        steps,
+        base or base_weights(fleet),
+    )
+
+
+def first_new_share_step(steps: list[Step]) -> int | None:
+    """Index of the first step that puts all traffic on the new release (promote jumps there)."""
+    for index, step in enumerate(steps):
+        if isinstance(step, SetWeights) and step.new_share >= 1.0:
+            return index
+    return None
+
+
+__all__ = [
+    "Plan",
+    "PlanError",
+    "check_fleet",
+    "first_new_share_step",
+    "make_plan",
+    "restore_steps",
+    "rollback_plan",
+    "scrape_only",
+]

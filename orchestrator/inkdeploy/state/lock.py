@@ -1,0 +1,140 @@
+"""The deploy lock, held on the fleet (the first load balancer, or rollout_lock_host), and the
+release history kept beside it. Every call is one small playbook (playbooks/rollout/lock.yml)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from inkdeploy.errors import InkdeployError
+from inkdeploy.runner import Runner
+
+
+class LockHeld(InkdeployError):
+    exit_code = 3
+
+
+def whoami() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or getpass.getuser()
+
+
+def holder_info(rollout: str, version: str, strategy: str, message: str) -> dict[str, Any]:
+    return {
+        "user": whoami(),
+        "controller": socket.gethostname(),
+        "pid": os.getpid(),
+        "rollout": rollout,
+        "version": version,
+        "strategy": strategy,
+        "message": message,
+    }
+
+
+def describe_holder(holder: dict[str, Any], stale_after: float) -> str:
+    """'alice on ops1 (pid 4242) since 14:02:11 UTC, 12 min ago, rolling out 2.3.1 (canary):
+    "friday fix"' plus a staleness verdict."""
+    since = holder.get("acquired_at", 0.0)
+    age = time.time() - since
+    what = (
+        f"rolling out {holder['version']} ({holder.get('strategy', '?')})"
+        if holder.get("version")
+        else "held by hand"
+    )
+    text = (
+        f"{holder.get('user', '?')} on {holder.get('controller', '?')}"
+        f" (pid {holder.get('pid', '?')})"
+        f" since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since))},"
+        f" {age / 60:.0f} min ago, {what}"
+    )
+    if holder.get("message"):
+        text += f': "{holder["message"]}"'
+    verdict = staleness(holder, stale_after)
+    return text + (f" [{verdict}]" if verdict else "")
+
+
+def staleness(holder: dict[str, Any], stale_after: float) -> str:
+    """'' for a live lock; otherwise why it looks stale."""
+    if holder.get("controller") == socket.gethostname() and holder.get("pid"):
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return "stale: that process no longer runs on this controller"
+        except PermissionError:
+            pass
+        # the pid may be alive as a zombie of a killed rollout
+        try:
+            with open(f"/proc/{int(holder['pid'])}/stat") as handle:
+                if handle.read().split(") ", 1)[1][0] == "Z":
+                    return "stale: that process no longer runs on this controller"
+        except OSError:
+            pass
+    if time.time() - holder.get("acquired_at", time.time()) > stale_after:
+        return f"possibly stale: older than {stale_after / 3600:.1f} h"
+    return ""
+
+
+@dataclass
+class FleetLock:
+    runner: Runner
+    app: str
+    stale_after: float = 7200.0
+
+    def _call(self, **args: Any) -> dict[str, Any]:
+        result = self.runner.run(
+            "rollout/lock.yml",
+            {"rollout_lock": {"name": self.app, **args}},
+            collect=("Lock and history",),
+        )
+        if not result.ok:
+            raise InkdeployError(
+                f"Could not reach the deploy lock on the fleet: {result.first_failure()}. "
+                "Check that the first load balancer is reachable (`inkdeploy lab status` on a lab)."
+            )
+        values = list(result.results.get("Lock and history", {}).values())
+        if not values:
+            raise InkdeployError(
+                "The inventory has no load balancer to hold the deploy lock; "
+                "add a host to group lb or set rollout_lock_host."
+            )
+        return values[0]
+
+    def query(self) -> dict[str, Any]:
+        return self._call(state="query")
+
+    def acquire(self, holder: dict[str, Any], *, takeover: bool = False) -> dict[str, Any]:
+        """Take the lock or raise LockHeld naming the holder. TAKEOVER: the caller resumes the
+        rollout that holds it (same rollout id)."""
+        state = self._call(
+            state="acquire", holder=holder, rollout=holder["rollout"] if takeover else ""
+        )
+        if not state["acquired"]:
+            raise LockHeld(
+                "Another rollout holds the deploy lock: "
+                f"{describe_holder(state['holder'], self.stale_after)}. Wait for it "
+                "(--lock-wait), or if it is stale, `inkdeploy lock release --force`."
+            )
+        return state["holder"]
+
+    def wait_acquire(
+        self, holder: dict[str, Any], wait_s: float, poll_s: float = 10
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self.acquire(holder)
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    def release(
+        self, rollout: str, record: dict[str, Any] | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        return self._call(state="release", rollout=rollout, record=record or {}, force=force)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self._call(state="query", record=entry)

@@ -1,0 +1,161 @@
+"""The steps of a rollout, as data. Strategies build them, `inkdeploy plan` prints them, the
+executor walks them and the journal stores them; none of them does anything by itself."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+def _hosts(slots: dict[str, str]) -> str:
+    return ", ".join(f"{host} {slot}" for host, slot in sorted(slots.items()))
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: ClassVar[str] = "step"
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Hook(Step):
+    """Run the environment's pre or post hooks on the controller."""
+
+    kind: ClassVar[str] = "hook"
+    phase: str  # "pre" | "post"
+    commands: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"run {len(self.commands)} {self.phase}-deploy hook(s)"
+
+
+@dataclass(frozen=True)
+class Install(Step):
+    """Install the release on hosts without touching a slot; migrations once if asked."""
+
+    kind: ClassVar[str] = "install"
+    hosts: tuple[str, ...]
+    version: str
+    migrate: bool
+
+    def describe(self) -> str:
+        migrate = ", then apply its database migrations once" if self.migrate else ""
+        return f"install {self.version} on {', '.join(self.hosts)}{migrate}"
+
+
+@dataclass(frozen=True)
+class StartSlot(Step):
+    """Point each host's slot at the release, start it, wait for its own health check."""
+
+    kind: ClassVar[str] = "start_slot"
+    slots: dict[str, str]  # host -> slot
+    version: str
+    scrape: dict[str, list[str]]  # Prometheus targets after this step
+
+    def describe(self) -> str:
+        return f"start {self.version} in {_hosts(self.slots)}"
+
+
+@dataclass(frozen=True)
+class StopSlot(Step):
+    kind: ClassVar[str] = "stop_slot"
+    slots: dict[str, str]
+    scrape: dict[str, list[str]]
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"stop {_hosts(self.slots)}" + (f" ({self.reason})" if self.reason else "")
+
+
+@dataclass(frozen=True)
+class SetWeights(Step):
+    """One validated load balancer reload with these weights ("host:slot" -> 0..1000)."""
+
+    kind: ClassVar[str] = "set_weights"
+    weights: dict[str, int]
+    label: str
+    new_share: float = 0.0  # share of traffic on the new release after this step, 0..1
+
+    def describe(self) -> str:
+        live = ", ".join(f"{k}={w}" for k, w in sorted(self.weights.items()) if w > 0)
+        return f"{self.label}: weights {live} (others 0)"
+
+
+@dataclass(frozen=True)
+class HttpCheck(Step):
+    """The HTTP gate against each slot directly, not through the load balancer."""
+
+    kind: ClassVar[str] = "http_check"
+    slots: dict[str, str]
+    version: str
+
+    def describe(self) -> str:
+        return f"gate: HTTP health of {self.version} on {_hosts(self.slots)}"
+
+
+@dataclass(frozen=True)
+class Analysis(Step):
+    """Metric gates over a window while traffic flows: Prometheus thresholds for VERSION, and
+    the canary judge against BASELINE when the baseline still has traffic."""
+
+    kind: ClassVar[str] = "analysis"
+    label: str
+    version: str
+    window_s: float
+    baseline: str | None = None
+    judge: bool = False
+
+    def describe(self) -> str:
+        judge = f", canary judge against {self.baseline}" if self.judge else ""
+        return f"gate: {self.label}, {self.window_s:.0f} s of metrics for {self.version}{judge}"
+
+
+@dataclass(frozen=True)
+class Approval(Step):
+    kind: ClassVar[str] = "approval"
+    label: str
+
+    def describe(self) -> str:
+        return f"wait for approval ({self.label}): `inkdeploy promote` or `inkdeploy abort`"
+
+
+@dataclass(frozen=True)
+class Celery(Step):
+    """Move the Celery workers to the release (warm shutdown: running tasks finish)."""
+
+    kind: ClassVar[str] = "celery"
+    version: str
+    hosts: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        return f"restart the Celery workers on {self.version} ({', '.join(self.hosts)})"
+
+
+STEP_TYPES: dict[str, type[Step]] = {
+    cls.kind: cls
+    for cls in (
+        Hook,
+        Install,
+        StartSlot,
+        StopSlot,
+        SetWeights,
+        HttpCheck,
+        Analysis,
+        Approval,
+        Celery,
+    )
+}
+
+
+def step_from_dict(data: dict[str, Any]) -> Step:
+    data = dict(data)
+    cls = STEP_TYPES[data.pop("kind")]
+    names = {f.name for f in fields(cls)}
+    values = {k: (tuple(v) if isinstance(v, list) and k in {"hosts", "commands"} else v)
+              for k, v in data.items() if k in names}  # fmt: skip
+    return cls(**values)

@@ -1,0 +1,1 @@
+"""Rollout strategies: each turns (fleet, policy, version) into Steps. Pure."""

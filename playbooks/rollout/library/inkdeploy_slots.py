@@ -1,0 +1,133 @@
+#!/usr/bin/python
+"""What an app host runs: each slot's release, whether it is up and healthy, what is installed."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: inkdeploy_slots
+short_description: Report the release, state and health of each app slot on a host
+description:
+  - Reads the slot links under ROOT/APP/slots, the systemd state of APP@SLOT, asks each running
+    slot's health URL for its version, and lists the complete releases under ROOT/APP/releases.
+  - Changes nothing.
+options:
+  app:
+    description: Application name.
+    type: str
+    required: true
+  root:
+    description: Directory above the application's directory.
+    type: path
+    default: /srv
+  ports:
+    description: Slot name to port.
+    type: dict
+    default: {blue: 8001, green: 8002}
+  health_path:
+    description: Health URL path.
+    type: str
+    default: /healthz
+  health_host:
+    description: Host header of the health request.
+    type: str
+    default: localhost
+author: inkdeploy
+"""
+
+RETURN = r"""
+slots:
+  description: Per slot (blue, green, and celery when present) version, active, healthy.
+  type: dict
+  returned: always
+releases:
+  description: Versions fully installed on the host.
+  type: list
+  returned: always
+"""
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def _active(unit):
+    proc = subprocess.run(
+        ["systemctl", "is-active", unit], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip()
+
+
+def _health(port, path, host):
+    request = urllib.request.Request(
+        "http://127.0.0.1:%d%s" % (port, path), headers={"Host": host}
+    )
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            body = response.read(4096).decode(errors="replace")
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        body = exc.read(4096).decode(errors="replace")
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        return {"status": None, "error": str(exc), "version": None}
+    try:
+        version = json.loads(body).get("version")
+    except (ValueError, AttributeError):
+        version = None
+    return {
+        "status": status,
+        "version": version,
+        "latency_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "app": {"type": "str", "required": True},
+            "root": {"type": "path", "default": "/srv"},
+            "ports": {"type": "dict", "default": {"blue": 8001, "green": 8002}},
+            "health_path": {"type": "str", "default": "/healthz"},
+            "health_host": {"type": "str", "default": "localhost"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    base = os.path.join(p["root"], p["app"])
+    slots = {}
+    for slot in sorted(set(p["ports"]) | {"celery"}):
+        link = os.path.join(base, "slots", slot)
+        target = os.readlink(link) if os.path.islink(link) else None
+        if slot == "celery" and target is None:
+            continue
+        entry = {"version": os.path.basename(target) if target else None}
+        if slot == "celery":
+            entry["active"] = None
+        else:
+            state = _active("%s@%s.service" % (p["app"], slot))
+            entry["active"] = state == "active"
+            entry["unit_state"] = state
+            if entry["active"]:
+                health = _health(int(p["ports"][slot]), p["health_path"], p["health_host"])
+                entry["health"] = health
+                entry["healthy"] = health["status"] == 200
+            else:
+                entry["healthy"] = False
+        slots[slot] = entry
+    releases_dir = os.path.join(base, "releases")
+    releases = []
+    if os.path.isdir(releases_dir):
+        for name in sorted(os.listdir(releases_dir)):
+            if os.path.exists(os.path.join(releases_dir, name, ".installed")):
+                releases.append(name)
+    module.exit_json(changed=False, slots=slots, releases=releases)
+
+
+if __name__ == "__main__":
+    main()
