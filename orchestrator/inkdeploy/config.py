@@ -162,8 +162,11 @@ class Rolling(_Strict):
 class BlueGreen(_Strict):
     # Watch the new slots under full traffic for this long (gates) before the old ones stop.
     bake_s: float = Field(30.0, ge=0)
-    # Stop the old slots after the bake (true), or leave them running for instant rollback.
+    # Stop the old slots (true), or leave them running until the next rollout reuses them.
     stop_old: bool = True
+    # ...this long after the switch: until then `inkdeploy rollback` is only an LB switch.
+    # A timer on each host stops the slot, so the orchestrator need not wait for it.
+    stop_old_after_s: float = Field(900.0, ge=0)
 
 
 class Canary(_Strict):
@@ -175,6 +178,14 @@ class Canary(_Strict):
     # Steps (percentages) that wait for `inkdeploy promote` (or --yes) before traffic moves on.
     manual_approval: list[int] = Field(default_factory=list)
     stop_old: bool = True
+    stop_old_after_s: float = Field(900.0, ge=0)
+
+    @model_validator(mode="after")
+    def _approvals(self) -> Canary:
+        unknown = sorted(set(self.manual_approval) - set(self.steps))
+        if unknown:
+            raise ValueError(f"canary.manual_approval names steps that do not exist: {unknown}")
+        return self
 
     @field_validator("steps")
     @classmethod

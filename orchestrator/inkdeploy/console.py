@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from inkdeploy.errors import InkdeployError
 
@@ -22,7 +23,7 @@ def print_json(data: Any) -> None:
 
 
 def print_error(message: str, detail: str | None = None) -> None:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if detail:
         err.print(detail, style="dim", highlight=False, markup=False, soft_wrap=True)
 

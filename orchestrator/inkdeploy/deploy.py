@@ -173,6 +173,8 @@ class RolloutResult:
     seconds: float
     rollback_seconds: float = 0.0
     gates: list[dict[str, Any]] = field(default_factory=list)
+    # seconds from the command's start until all traffic was on the target release (rollback)
+    traffic_switched_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -384,9 +386,20 @@ def history(session: Session) -> list[dict[str, Any]]:
     return list(session.lock.query().get("history", []))
 
 
+def abandoned_releases(history_rows: list[dict[str, Any]]) -> set[str]:
+    """Releases a rollback left behind, unless a later rollout put them live again on purpose."""
+    abandoned: set[str] = set()
+    for row in history_rows:
+        if row.get("kind") == "rollout" and row.get("result") == "succeeded":
+            abandoned.discard(row.get("version"))
+        if row.get("abandoned"):
+            abandoned.add(row["abandoned"])
+    return abandoned
+
+
 def rollback_target(history_rows: list[dict[str, Any]], fleet: Fleet, to: str | None) -> str:
     current = fleet.current_version
-    abandoned = {r["abandoned"] for r in history_rows if r.get("abandoned")}
+    abandoned = abandoned_releases(history_rows)
     if to:
         if to in abandoned:
             raise PlanError(
@@ -421,6 +434,7 @@ def rollback(
 ) -> RolloutResult:
     """Fast path back: LB switch if the old slot still runs, else start it first; no gates but
     the HTTP health check of a started slot. Also finishes an interrupted rollout."""
+    command_started = time.time()
     session = Session.open(inventory, progress)
     interrupted: JournalView | None = None
     current_id = session.journal.current()
@@ -450,10 +464,11 @@ def rollback(
     started = time.time()
     began = time.monotonic()
     outcome = Outcome(False, None, "interrupted")
+    ctx = _context(session, events, None, None)
     try:
         events.emit("rollout_started", pid=os.getpid(), user=whoami(), app=session.env.policy.app,
                     message=message, fleet=fleet.to_dict(), **plan.to_dict())  # fmt: skip
-        outcome = Executor(_context(session, events, None, None), plan).run(phase="rollback")
+        outcome = Executor(ctx, plan).run(phase="rollback")
     finally:
         final = "succeeded" if outcome.ok else "failed"
         events.emit("rollout_finished", result=final, message=outcome.message,
@@ -473,8 +488,13 @@ def rollback(
         raise RolloutFailed(
             f"The rollback to {target} failed: {outcome.message} Run `inkdeploy status`."
         )
-    return RolloutResult(plan.rollout, "succeeded", target, current,
-                         f"Traffic is on {target} again ({seconds:.1f} s).", seconds)  # fmt: skip
+    switched = (ctx.traffic_switched - command_started) if ctx.traffic_switched else None
+    note = f", traffic moved after {switched:.1f} s" if switched is not None else ""
+    return RolloutResult(
+        plan.rollout, "succeeded", target, current,
+        f"Traffic is on {target} again ({seconds:.1f} s{note}).", seconds,
+        traffic_switched_s=switched,
+    )  # fmt: skip
 
 
 def steps_of(plan: Plan) -> list[Step]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sys
 import time
+from json import dumps
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
@@ -18,6 +20,7 @@ from inkdeploy.console import err, friendly, out, print_json
 from inkdeploy.errors import InkdeployError
 from inkdeploy.events import Event
 from inkdeploy.fleet import SLOTS, Fleet
+from inkdeploy.gates.prometheus import render
 from inkdeploy.plan import Plan
 from inkdeploy.state.lock import describe_holder, holder_info, staleness
 
@@ -55,17 +58,20 @@ class Display:
             return
         d = event.data
         if event.type == "step_started":
-            out.print(f"[bold]→[/] {d.get('description', '')}", highlight=False)
+            out.print(f"[bold]→[/] {escape(d.get('description', ''))}", highlight=False)
         elif event.type == "step_done" and d.get("seconds", 0) > 0:
             out.print(f"  [green]done[/] in {d['seconds']:.1f} s", highlight=False)
         elif event.type == "step_failed":
-            out.print(f"  [red]failed:[/] {d.get('message')}", highlight=False)
+            out.print(f"  [red]failed:[/] {escape(str(d.get('message')))}", highlight=False)
         elif event.type == "gate":
             color = "green" if d.get("outcome") == "pass" else "red"
-            out.print(f"  [{color}]gate {d.get('outcome')}[/] {d.get('message')}", highlight=False)
+            out.print(
+                f"  [{color}]gate {d.get('outcome')}[/] {escape(str(d.get('message')))}",
+                highlight=False,
+            )
         elif event.type in {"rollback_started", "paused", "approval_waiting", "warning"}:
             text = d.get("reason") or d.get("label") or d.get("message") or ""
-            out.print(f"[yellow]{event.type.replace('_', ' ')}:[/] {text}", highlight=False)
+            out.print(f"[yellow]{event.type.replace('_', ' ')}:[/] {escape(text)}", highlight=False)
 
 
 def print_plan(plan: Plan, fleet: Fleet | None = None) -> None:
@@ -75,29 +81,40 @@ def print_plan(plan: Plan, fleet: Fleet | None = None) -> None:
         highlight=False,
     )
     for index, step in enumerate(plan.steps, 1):
-        out.print(f"  {index:2}. {step.describe()}", highlight=False, soft_wrap=True)
+        out.print(f"  {index:2}. {step.describe()}", highlight=False, soft_wrap=True, markup=False)
     for note in plan.notes:
-        out.print(f"[dim]Note: {note}[/]", highlight=False)
+        out.print(f"[dim]Note: {escape(note)}[/]", highlight=False)
 
 
-def print_gates(session: deploy.Session) -> None:
+def print_gates(session: deploy.Session, plan: Plan) -> None:
+    """The gates and thresholds, with the plan's versions filled in."""
     policy = session.env.policy
+    params = {"version": plan.version, "previous": plan.previous or ""}
     g = policy.http_gate
-    out.print(
-        f"Gates: HTTP {g.path} -> {g.expect_status} {g.expect_json or ''} under "
-        f"{g.max_latency_ms} ms, {g.retries} tries",
-        highlight=False,
-    )
+    expect = {k: v.format(**params) for k, v in g.expect_json.items()}
+    lines = [
+        f"Gates: HTTP {g.path} on each new slot -> {g.expect_status} {expect or ''} within "
+        f"{g.max_latency_ms} ms, {g.retries} tries {g.interval_s:g} s apart"
+    ]
     for pg in policy.prometheus_gates:
-        out.print(f"  Prometheus: {pg.name}: {pg.query} {pg.op} {pg.threshold}", highlight=False)
-    if policy.judge.enabled:
-        names = ", ".join(m.name for m in policy.judge.metrics)
-        out.print(
-            f"  Canary judge: {names}; pass >= {policy.judge.pass_score}, marginal >= "
-            f"{policy.judge.marginal_score}, at least {policy.judge.min_samples} samples, "
-            f"no data: {policy.judge.no_data}",
-            highlight=False,
+        lines.append(
+            f"  Prometheus: {render(pg.name, **params)}: {render(pg.query, **params)} {pg.op} "
+            f"{pg.threshold:g} (breaches allowed {pg.max_breach_ratio:.0%}, no data: {pg.no_data})"
         )
+    if policy.judge.enabled and plan.strategy == "canary":
+        j = policy.judge
+        for m in j.metrics:
+            lines.append(
+                f"  Canary judge: {m.name}{' (critical)' if m.critical else ''}: "
+                f"{render(m.query, version=plan.version)} vs the same for {plan.previous}; "
+                f"worse if {m.worse} by > {m.tolerance:.0%} and > {m.min_effect:g}"
+            )
+        lines.append(
+            f"  Judge: Mann-Whitney U at alpha {j.alpha}, pass >= {j.pass_score:g}, marginal >= "
+            f"{j.marginal_score:g}, at least {j.min_samples} samples each, no data: {j.no_data}"
+        )
+    for line in lines:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _request(inventory: Path, version: str, strategy: Strategy | None, artifact: Path | None,
@@ -107,12 +124,13 @@ def _request(inventory: Path, version: str, strategy: Strategy | None, artifact:
 
 def _finish(result: deploy.RolloutResult, json: bool) -> None:
     if json:
-        print_json(result.to_dict())
+        # the last JSON line after the events: the outcome
+        sys.stdout.write(dumps({"type": "result", "data": result.to_dict()}, default=str) + "\n")
     elif result.result == "succeeded":
         out.print(f"[green]{result.message}[/] ({result.seconds:.0f} s)", highlight=False)
     if result.result != "succeeded":
         if not json:
-            err.print(f"[bold red]Rollout failed:[/] {result.message}", highlight=False)
+            err.print(f"[bold red]Rollout failed:[/] {escape(result.message)}", highlight=False)
         raise typer.Exit(4)
 
 
@@ -187,7 +205,7 @@ def _plan(request: deploy.RolloutRequest, json: bool) -> None:
         print_json(plan.to_dict())
         return
     print_plan(plan, fleet)
-    print_gates(session)
+    print_gates(session, plan)
     out.print("[dim]Nothing was changed.[/]")
 
 
@@ -248,7 +266,7 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
         out.print(
             f"[yellow]Rollout {rollout['rollout']} ({rollout['strategy']} to {rollout['version']})"
             f" {rollout['state']} at step {rollout['step']}/{rollout['steps']}:[/] "
-            f"{rollout['step_description']}",
+            f"{escape(rollout['step_description'])}",
             highlight=False,
         )
         if rollout["state"] == "interrupted":
@@ -256,7 +274,7 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
                       "`inkdeploy rollback`.")  # fmt: skip
     if holder:
         out.print(f"Lock: {describe_holder(holder, session.env.policy.lock_stale_s)}",
-                  highlight=False)  # fmt: skip
+                  highlight=False, markup=False)  # fmt: skip
     else:
         out.print("Lock: free")
 
@@ -332,7 +350,7 @@ def lock_status(inventory: Inventory, json: Json = False) -> None:
         print_json({"holder": holder, "stale": stale})
         return
     out.print(describe_holder(holder, session.env.policy.lock_stale_s) if holder else "free",
-              highlight=False)  # fmt: skip
+              highlight=False, markup=False)  # fmt: skip
 
 
 @lock_app.command("acquire")

@@ -29,6 +29,7 @@ from inkdeploy.steps import (
     Hook,
     HttpCheck,
     Install,
+    KeepSlot,
     SetWeights,
     StartSlot,
     Step,
@@ -62,6 +63,8 @@ class Context:
     # Called while waiting for an approval, with the step's label; True approves at once.
     ask_approval: Callable[[str], bool | None] | None = None
     sleep: Callable[[float], None] = time.sleep
+    # wall-clock time (time.time()) when all traffic reached the plan's release
+    traffic_switched: float | None = None
     promoted: bool = False
     paused: bool = False
     gate_results: list[GateResult] = field(default_factory=list)
@@ -191,10 +194,18 @@ class Executor:
         elif isinstance(step, StopSlot):
             self._playbook(
                 "rollout/stop-slot.yml",
-                {"rollout_slots": step.slots, "rollout_scrape": step.scrape},
+                {
+                    "rollout_slots": step.slots,
+                    "rollout_scrape": step.scrape,
+                    "rollout_stop_after_s": int(step.after_s),
+                },
             )
+        elif isinstance(step, KeepSlot):
+            self._playbook("rollout/keep-slot.yml", {"rollout_slots": step.slots})
         elif isinstance(step, SetWeights):
             self._playbook("lb-weights.yml", {"nginx_lb_slot_weights": step.weights})
+            if step.new_share >= 1.0:
+                self.ctx.traffic_switched = time.time()
         elif isinstance(step, HttpCheck):
             self._http(step)
         elif isinstance(step, Analysis):

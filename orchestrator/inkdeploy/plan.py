@@ -10,7 +10,7 @@ from typing import Any
 from inkdeploy.config import Policy, Strategy
 from inkdeploy.errors import PlanError
 from inkdeploy.fleet import SLOTS, Fleet, other
-from inkdeploy.steps import Celery, HttpCheck, SetWeights, StartSlot, Step, StopSlot
+from inkdeploy.steps import Celery, HttpCheck, KeepSlot, SetWeights, StartSlot, Step, StopSlot
 from inkdeploy.strategies import bluegreen, canary, rolling
 from inkdeploy.strategies.common import base_weights, scrape_only, weights_for
 
@@ -146,6 +146,9 @@ def restore_steps(
             f"again with `inkdeploy rollout --version {target} --artifact ...`."
         )
     steps: list[Step] = []
+    keep = {h: s for h, s in chosen.items() if h not in start}
+    if keep:
+        steps.append(KeepSlot(keep))
     if start:
         scrape = {h: sorted(set(fleet.scrape().get(h, [])) | {chosen[h]}) for h in fleet.hosts}
         steps.append(StartSlot(start, target, scrape))

@@ -67,9 +67,24 @@ class StopSlot(Step):
     slots: dict[str, str]
     scrape: dict[str, list[str]]
     reason: str = ""
+    # > 0: leave the slots running and have a timer on each host stop them this much later
+    # (cancelled if a later step starts or re-uses the slot).
+    after_s: float = 0.0
 
     def describe(self) -> str:
-        return f"stop {_hosts(self.slots)}" + (f" ({self.reason})" if self.reason else "")
+        when = f" in {self.after_s:.0f} s (a timer on the host)" if self.after_s else ""
+        return f"stop {_hosts(self.slots)}{when}" + (f" ({self.reason})" if self.reason else "")
+
+
+@dataclass(frozen=True)
+class KeepSlot(Step):
+    """Cancel a pending delayed stop of slots that serve again (a rollback onto them)."""
+
+    kind: ClassVar[str] = "keep_slot"
+    slots: dict[str, str]
+
+    def describe(self) -> str:
+        return f"keep {_hosts(self.slots)} running (cancel its pending stop)"
 
 
 @dataclass(frozen=True)
@@ -143,6 +158,7 @@ STEP_TYPES: dict[str, type[Step]] = {
         Install,
         StartSlot,
         StopSlot,
+        KeepSlot,
         SetWeights,
         HttpCheck,
         Analysis,

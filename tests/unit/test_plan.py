@@ -66,6 +66,7 @@ def test_blue_green_installs_starts_idle_gates_switches_bakes_then_stops_old() -
     assert isinstance(bake, Analysis) and not bake.judge
     assert isinstance(celery, Celery) and celery.version == "2.0.0"
     assert isinstance(stop, StopSlot) and stop.slots == {"app1": "blue", "app2": "blue"}
+    assert stop.after_s == 900  # kept for an instant rollback, then stopped by a timer
     assert stop.scrape == {"app1": ["green"], "app2": ["green"]}
     assert plan.previous == "1.0.0"
 
@@ -157,8 +158,10 @@ def test_restore_after_blue_green_is_only_a_weight_switch_when_old_slots_run() -
     # after blue-green with the old slots kept: green 2.0.0 live, blue 1.0.0 still running
     fleet = fleet_of(live="green", version="2.0.0", idle_version="1.0.0", idle_active=True)
     steps = restore_steps(fleet, "1.0.0", stop_others=False)
-    assert kinds(steps) == ["set_weights"]
-    assert steps[0].weights["app1:blue"] == 100 and steps[0].weights["app1:green"] == 0
+    # the old slots' delayed stop is cancelled, then one reload
+    assert kinds(steps) == ["keep_slot", "set_weights"]
+    assert steps[0].slots == {"app1": "blue", "app2": "blue"}
+    assert steps[1].weights["app1:blue"] == 100 and steps[1].weights["app1:green"] == 0
 
 
 def test_restore_starts_a_stopped_old_slot_first_and_stops_the_abandoned_one() -> None:

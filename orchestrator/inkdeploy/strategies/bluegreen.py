@@ -27,5 +27,8 @@ def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) 
     steps.append(SetWeights(weights_for(new, base_weights(fleet)), "switch all traffic", 1.0))
     steps.append(Analysis("bake", version, policy.blue_green.bake_s))
     stop = live if policy.blue_green.stop_old else {}
-    steps += epilogue(version, workers, stop, scrape_only(new), policy.hooks.post)
+    steps += epilogue(
+        version, workers, stop, scrape_only(new), policy.hooks.post,
+        policy.blue_green.stop_old_after_s,
+    )  # fmt: skip
     return steps

@@ -58,5 +58,8 @@ def build(
         if percent in policy.canary.manual_approval and percent < 100:
             steps.append(Approval(f"after canary at {percent}%"))
     stop = live if policy.canary.stop_old else {}
-    steps += epilogue(version, workers, stop, scrape_only(new_all), policy.hooks.post)
+    steps += epilogue(
+        version, workers, stop, scrape_only(new_all), policy.hooks.post,
+        policy.canary.stop_old_after_s,
+    )  # fmt: skip
     return steps

@@ -89,12 +89,14 @@ def epilogue(
     stop: dict[str, str],
     scrape: dict[str, list[str]],
     post: list[str],
+    stop_after_s: float = 0.0,
 ) -> list[Step]:
     steps: list[Step] = []
     if workers:
         steps.append(Celery(version, workers))
     if stop:
-        steps.append(StopSlot(stop, scrape, reason="the previous release, no longer in the LB"))
+        reason = "the previous release, no longer in the LB"
+        steps.append(StopSlot(stop, scrape, reason=reason, after_s=stop_after_s))
     if post:
         steps.append(Hook("post", tuple(post)))
     return steps
