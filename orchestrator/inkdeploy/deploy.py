@@ -23,10 +23,10 @@ from inkdeploy.inventory import ConfigError, Environment, load_environment
 from inkdeploy.plan import Plan, PlanError, make_plan, restore_steps, rollback_plan
 from inkdeploy.runner import PROJECT, Progress, Runner
 from inkdeploy.state.journal import Journal, JournalView, state_dir
-from inkdeploy.state.lock import FleetLock, LockHeld, holder_info, whoami
+from inkdeploy.state.lock import FleetLock, LockHeld, describe_holder, holder_info, whoami
 from inkdeploy.steps import Step, step_from_dict
 
-FACT_TASKS = ("Read the slots", "Read the weights nginx serves")
+FACT_TASKS = ("Read the slots", "Read the weights nginx serves", "Read the deploy lock")
 
 
 class RolloutFailed(InkdeployError):
@@ -41,6 +41,9 @@ class Session:
     runner: Runner
     journal: Journal
     lock: FleetLock
+    # the deploy lock's holder as the last read_fleet saw it ({} when free)
+    lock_holder: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -65,6 +68,9 @@ class Session:
                 f"fix or remove {', '.join(unreachable)} and try again."
             )
         slots = result.results.get(FACT_TASKS[0], {})
+        lock = next(iter(result.results.get(FACT_TASKS[2], {}).values()), {})
+        self.lock_holder = lock.get("holder") or {}
+        self.history = list(lock.get("history") or [])
         confs = {
             host: base64.b64decode(res.get("content", "")).decode()
             for host, res in result.results.get(FACT_TASKS[1], {}).items()
@@ -142,6 +148,13 @@ def prepare(session: Session, req: RolloutRequest) -> tuple[Plan, Fleet, Path]:
     strategy = req.strategy or session.env.policy.strategy
     artifact = check_artifact(session.env, req.version, req.artifact)
     fleet = session.read_fleet()
+    if session.lock_holder:
+        # the holder's rollout is the reason the fleet may look odd: say that first
+        raise LockHeld(
+            "Another rollout holds the deploy lock: "
+            f"{describe_holder(session.lock_holder, session.env.policy.lock_stale_s)}. Wait for "
+            "it (--lock-wait), or if it is stale, `inkdeploy lock release --force`."
+        )
     plan = make_plan(
         fleet, session.env.policy, req.version, strategy, tuple(session.env.worker_hosts)
     )
@@ -291,14 +304,12 @@ def rollout(
                 f"{view.next_step + 1}/{len(view.steps)}; finish it with "
                 "`inkdeploy rollout --resume` or undo it with `inkdeploy rollback`."
             )
+    if req.lock_wait > 0:
+        session.lock.wait_free(req.lock_wait)
     plan, fleet, artifact = prepare(session, req)
     if confirm and not confirm(plan):
         raise InkdeployError("Not confirmed; nothing was changed.", exit_code=1)
-    holder = holder_info(plan.rollout, plan.version, plan.strategy, req.message)
-    if req.lock_wait > 0:
-        session.lock.wait_acquire(holder, req.lock_wait)
-    else:
-        session.lock.acquire(holder)
+    session.lock.acquire(holder_info(plan.rollout, plan.version, plan.strategy, req.message))
     started = time.time()
     events = _events(session, plan.rollout, req.json)
     if on_event:
@@ -446,7 +457,7 @@ def rollback(
         if view.interrupted:
             interrupted = view
     fleet = session.read_fleet()
-    rows = history(session)
+    rows = session.history
     if interrupted and not to:
         target = interrupted.started.get("previous")
         base = interrupted.started.get("base_weights")

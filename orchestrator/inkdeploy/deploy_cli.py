@@ -228,7 +228,6 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
     """Per host and slot: version, health, LB weight; the active rollout and the lock."""
     session = deploy.Session.open(inventory)
     fleet = session.read_fleet()
-    lock = session.lock.query()
     current = session.journal.current() or None
     view = session.journal.read(current) if current else None
     rollout: dict[str, Any] | None = None
@@ -245,7 +244,7 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
             else "",
             "failed": view.failed,
         }
-    holder = lock.get("holder") or {}
+    holder = session.lock_holder
     stale = staleness(holder, session.env.policy.lock_stale_s) if holder else ""
     if json:
         print_json({"fleet": fleet.to_dict(), "rollout": rollout,

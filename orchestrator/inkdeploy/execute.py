@@ -189,6 +189,7 @@ class Executor:
                     "app_version": step.version,
                     "app_artifact": self._artifact(step.version),
                     "app_artifact_optional": True,
+                    "app_keep_versions": self._keep(),
                 },
             )
         elif isinstance(step, StopSlot):
@@ -219,10 +220,15 @@ class Executor:
                     "app_version": step.version,
                     "app_artifact": self._artifact(step.version),
                     "app_artifact_optional": True,
+                    "app_keep_versions": self._keep(),
                 },
             )
         else:  # pragma: no cover - every Step type is handled above
             raise StepFailed(f"unknown step {step!r}")
+
+    def _keep(self) -> list[str]:
+        """Releases pruning must spare: the one being replaced and the one deployed."""
+        return sorted({v for v in (self.plan.previous, self.plan.version) if v})
 
     def _artifact(self, version: str) -> str:
         if self.ctx.artifact and version == self.plan.version and self.plan.kind == "rollout":

@@ -119,17 +119,20 @@ class FleetLock:
             )
         return state["holder"]
 
-    def wait_acquire(
-        self, holder: dict[str, Any], wait_s: float, poll_s: float = 10
-    ) -> dict[str, Any]:
+    def wait_free(self, wait_s: float, poll_s: float = 10) -> None:
+        """Wait up to WAIT_S for the lock to be free (--lock-wait); the caller then acquires it
+        (atomically: a rival that wins the race in between still gets LockHeld)."""
         deadline = time.monotonic() + wait_s
         while True:
-            try:
-                return self.acquire(holder)
-            except LockHeld:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            holder = self.query().get("holder") or {}
+            if not holder:
+                return
+            if time.monotonic() >= deadline:
+                raise LockHeld(
+                    f"The deploy lock was still held after {wait_s:.0f} s: "
+                    f"{describe_holder(holder, self.stale_after)}."
+                )
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
     def release(
         self, rollout: str, record: dict[str, Any] | None = None, force: bool = False

@@ -82,6 +82,8 @@ def _read(path):
 
 
 def _history(path, lines):
+    if lines <= 0:
+        return []
     try:
         with open(path) as handle:
             rows = handle.read().splitlines()

@@ -1,0 +1,400 @@
+"""`inkdeploy rollout` on the stack lab (after test_stack.py, on the same fleet), under steady
+HTTPS load through the load balancer: rolling, blue-green and canary from v1 to v2 with no
+failed request, fast rollback, two bad canaries rolled back automatically, SIGKILL mid-canary
+then resume or rollback, the deploy lock, and bad input that changes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inkdeploy.loadgen import LoadConfig, LoadGenerator, Report
+
+from .conftest import CLI, REPO, Stack, inkdeploy
+
+pytestmark = pytest.mark.stack
+
+V1, V2, BAD_ERRORS, BAD_LATENCY = "1.0.0", "2.0.0", "3.0.0", "3.0.1"
+
+
+@dataclass
+class Releases:
+    dist: Path
+
+    def artifact(self, version: str) -> Path:
+        return self.dist / f"inkapp-{version}.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def releases(stack: Stack) -> Releases:
+    dist = stack.artifact.parent
+    builds = {
+        V2: [],
+        BAD_ERRORS: ["--fault-errors", "20%"],
+        BAD_LATENCY: ["--fault-latency", "400ms"],
+    }
+    for version, extra in builds.items():
+        if not (dist / f"inkapp-{version}.tar.gz").exists():
+            run = inkdeploy("build", str(REPO / "examples/inkapp"), "--version", version,
+                            "--out", str(dist), "--no-verify", *extra, timeout=900)  # fmt: skip
+            assert run.returncode == 0, run.stdout + run.stderr
+    return Releases(dist)
+
+
+@dataclass
+class Run:
+    rc: int
+    events: list[dict[str, Any]]
+    result: dict[str, Any]
+    stderr: str
+    seconds: float
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e["data"] for e in self.events if e["type"] == kind]
+
+
+def parse_run(rc: int, stdout: str, stderr: str, seconds: float) -> Run:
+    events, result = [], {}
+    for line in stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        item = json.loads(line)
+        if item.get("type") == "result":
+            result = item["data"]
+        else:
+            events.append(item)
+    return Run(rc, events, result, stderr, seconds)
+
+
+def cli(stack: Stack, *args: str, inventory: Path | None = None, timeout: float = 900) -> Run:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [CLI, *args, "-i", str(inventory or stack.inventory), "--json"],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False,
+    )  # fmt: skip
+    return parse_run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def rollout(stack: Stack, releases: Releases, version: str, strategy: str, *extra: str) -> Run:
+    return cli(stack, "rollout", "--version", version, "--strategy", strategy,
+               "--artifact", str(releases.artifact(version)), "--yes", *extra)  # fmt: skip
+
+
+def status(stack: Stack, inventory: Path | None = None) -> dict[str, Any]:
+    run = subprocess.run(
+        [CLI, "status", "-i", str(inventory or stack.inventory), "--json"],
+        capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def fleet_view(stack: Stack) -> dict[str, Any]:
+    """What must not change when a command is refused: versions, activity and weights."""
+    fleet = status(stack)["fleet"]
+    return {
+        host: {slot: (s["version"], s["active"], s["weight"]) for slot, s in h["slots"].items()}
+        for host, h in fleet["hosts"].items()
+    }
+
+
+def live(stack: Stack) -> dict[str, int]:
+    return status(stack)["fleet"]["live_versions"]
+
+
+@pytest.fixture
+def load(stack: Stack) -> Iterator[LoadGenerator]:
+    gen = LoadGenerator(
+        LoadConfig(stack.url, cacert=str(stack.cacert), rate=100, concurrency=8)
+    ).start()
+    try:
+        yield gen
+    finally:
+        if gen.running:
+            gen.stop()
+
+
+def no_failures(report: Report) -> None:
+    assert report.failed == 0, (report.failed_by_kind, report.failures[:5])
+
+
+def alt_inventory(stack: Stack, tmp_path: Path, rollout_settings: dict[str, Any] | None = None,
+                  extra_app_host: str | None = None) -> Path:  # fmt: skip
+    """Another environment directory for the same fleet (its own journal), optionally with
+    different rollout settings or one more app host."""
+    directory = tmp_path / "env"
+    (directory / "group_vars" / "all").mkdir(parents=True)
+    (directory / "group_vars" / "all" / "lab.yml").symlink_to(
+        REPO / "inventories/lab/group_vars/all.yml"
+    )
+    if rollout_settings is not None:
+        (directory / "group_vars" / "all" / "zz_rollout.yml").write_text(
+            yaml.safe_dump({"inkdeploy_rollout": rollout_settings})
+        )
+    hosts = yaml.safe_load(stack.inventory.read_text())
+    if extra_app_host:
+        hosts["all"]["hosts"]["app9"] = {
+            **hosts["all"]["hosts"]["app2"], "ansible_host": extra_app_host,
+        }  # fmt: skip
+        hosts["all"]["children"]["app"]["hosts"]["app9"] = None
+    (directory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    shutil.copytree(stack.inventory.parent / "pki", directory / "pki")
+    return directory / "hosts.yml"
+
+
+# -- bad input: one sentence, non-zero exit, fleet untouched ------------------------------------
+
+
+def test_bad_input_is_refused_and_the_fleet_is_left_as_it_was(
+    stack: Stack, releases: Releases, tmp_path: Path
+) -> None:
+    before = fleet_view(stack)
+    unknown = rollout(stack, releases, V2, "yolo")
+    assert unknown.rc == 2 and "Unknown strategy 'yolo'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+    missing = cli(stack, "rollout", "--version", V2, "--artifact", "/nonexistent/a.tar.gz",
+                  "--strategy", "canary", "--yes")  # fmt: skip
+    assert missing.rc == 2 and "/nonexistent/a.tar.gz does not exist" in missing.stderr
+
+    not_built = cli(stack, "rollout", "--version", "9.9.9", "--strategy", "canary", "--yes")
+    assert not_built.rc == 2 and "No artifact for 9.9.9" in not_built.stderr
+    assert "inkdeploy build" in not_built.stderr
+
+    wrong = cli(stack, "rollout", "--version", V2, "--artifact", str(releases.artifact(V1)),
+                "--strategy", "canary", "--yes")  # fmt: skip
+    assert wrong.rc == 2 and f"holds version {V1}, not {V2}" in wrong.stderr
+
+    steps = alt_inventory(stack, tmp_path / "steps", {"canary": {"steps": [10, 50]}})
+    bad_steps = rollout_in(stack, releases, steps)
+    assert bad_steps.rc == 2 and "canary.steps must end with 100" in bad_steps.stderr
+
+    query = alt_inventory(stack, tmp_path / "query", {"prometheus_gates": [
+        {"name": "broken", "query": "rate(http_requests_total[5m]", "threshold": 1}]})  # fmt: skip
+    bad_query = rollout_in(stack, releases, query)
+    assert bad_query.rc != 0 and "Prometheus" in bad_query.stderr
+    assert "rate(http_requests_total[5m]" in bad_query.stderr
+
+    unused = ".".join(stack.lb.split(".")[:3] + ["250"])  # in the lab's subnet, no host there
+    unreachable = alt_inventory(stack, tmp_path / "far", extra_app_host=unused)
+    far = rollout_in(stack, releases, unreachable)
+    assert far.rc != 0 and "Could not read the fleet" in far.stderr and "app9" in far.stderr
+
+    for run in (unknown, missing, not_built, wrong, bad_steps, bad_query, far):
+        assert "Traceback" not in run.stderr, run.stderr
+        assert len(run.stderr.strip().splitlines()) <= 4, run.stderr  # one sentence, wrapped
+    assert fleet_view(stack) == before
+    assert status(stack)["lock"]["holder"] == {}
+
+
+def rollout_in(stack: Stack, releases: Releases, inventory: Path) -> Run:
+    return cli(stack, "rollout", "--version", V2, "--artifact", str(releases.artifact(V2)),
+               "--strategy", "canary", "--yes", inventory=inventory)  # fmt: skip
+
+
+# -- the three strategies, v1 -> v2, under load ---------------------------------------------------
+
+
+def test_rolling_takes_the_fleet_to_v2_without_a_failed_request(
+    stack: Stack, releases: Releases, load: LoadGenerator
+) -> None:
+    assert live(stack) == {V1: 200}
+    run = rollout(stack, releases, V2, "rolling")
+    report = load.stop()
+    assert run.rc == 0, run.stderr + json.dumps(run.of("step_failed"))
+    assert run.result["result"] == "succeeded"
+    no_failures(report)
+    assert live(stack) == {V2: 200}
+    # one batch at a time: never both hosts drained
+    for step in run.of("step_started"):
+        if step["step"]["kind"] == "set_weights":
+            w = step["step"]["weights"]
+            assert w["app1:blue"] + w["app1:green"] > 0 or w["app2:blue"] + w["app2:green"] > 0
+    assert report.versions.get(V2, 0) > 0
+
+
+def test_rollback_after_rolling_restarts_v1_in_the_idle_slots(
+    stack: Stack, load: LoadGenerator
+) -> None:
+    run = cli(stack, "rollback", "--to", V1, "-m", "back for the next strategy")
+    report = load.stop()
+    assert run.rc == 0, run.stderr
+    no_failures(report)
+    assert live(stack) == {V1: 200}
+
+
+def test_blue_green_to_v2_then_rollback_is_an_lb_switch_of_seconds(
+    stack: Stack, releases: Releases, load: LoadGenerator
+) -> None:
+    run = rollout(stack, releases, V2, "blue-green")
+    assert run.rc == 0, run.stderr + json.dumps(run.of("step_failed"))
+    assert live(stack) == {V2: 200}
+    # the old slots keep running (a timer stops them later), so rollback only moves traffic
+    fleet = status(stack)["fleet"]["hosts"]
+    assert all(h["slots"][other_slot(h)]["active"] for h in fleet.values())
+    back = cli(stack, "rollback", "-m", "fast path")
+    report = load.stop()
+    assert back.rc == 0, back.stderr
+    kinds = [s["step"]["kind"] for s in back.of("step_started")]
+    assert "start_slot" not in kinds and kinds[:2] == ["keep_slot", "set_weights"]
+    switched = back.result["traffic_switched_s"]
+    print(f"\nrollback after blue-green: traffic on {V1} after {switched:.1f} s, "
+          f"command done in {back.seconds:.1f} s")  # fmt: skip
+    assert switched < 30
+    assert live(stack) == {V1: 200}
+    no_failures(report)
+    assert report.requests > 1000
+
+
+def other_slot(host: dict[str, Any]) -> str:
+    return "green" if host["live_slot"] == "blue" else "blue"
+
+
+def test_canary_to_v2_with_a_concurrent_rollout_refused(
+    stack: Stack, releases: Releases, load: LoadGenerator, tmp_path: Path
+) -> None:
+    proc = subprocess.Popen(
+        [CLI, "rollout", "-i", str(stack.inventory), "--version", V2, "--strategy", "canary",
+         "--artifact", str(releases.artifact(V2)), "--yes", "--json", "-m", "friday fix"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        time.sleep(15)  # the lock is taken within seconds; the install takes longer
+        # from this controller: the journal knows a rollout runs
+        same = rollout(stack, releases, V2, "canary")
+        assert same.rc == 3 and "still running from this controller" in same.stderr
+        # from another controller's view (its own journal): the lock on the fleet refuses it
+        other = cli(stack, "rollout", "--version", V2, "--artifact", str(releases.artifact(V2)),
+                    "--strategy", "blue-green", "--yes",
+                    inventory=alt_inventory(stack, tmp_path))  # fmt: skip
+        assert other.rc == 3, other.stderr
+        assert "Another rollout holds the deploy lock" in other.stderr
+        assert f"rolling out {V2} (canary)" in other.stderr and '"friday fix"' in other.stderr
+        stdout, stderr = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    report = load.stop()
+    run = parse_run(proc.returncode, stdout, stderr, 0)
+    assert run.rc == 0, stderr + json.dumps(run.of("step_failed"))
+    no_failures(report)
+    print(f"\ncanary {V1} -> {V2}: {report.requests} requests, {report.failed} failed, "
+          f"{report.raw_resets} raw resets")  # fmt: skip
+    assert report.requests >= 10_000
+    assert live(stack) == {V2: 200}
+    judged = [g for g in run.of("gate") if g["kind"] == "judge"]
+    assert len(judged) == 2 and all(g["outcome"] == "pass" for g in judged)
+    assert status(stack)["lock"]["holder"] == {}
+
+
+# -- bad canaries -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "caught_by"), [(BAD_ERRORS, "error ratio"), (BAD_LATENCY, "p95 latency")]
+)
+def test_a_bad_canary_is_rolled_back_automatically(
+    stack: Stack, releases: Releases, load: LoadGenerator, version: str, caught_by: str
+) -> None:
+    run = rollout(stack, releases, version, "canary")
+    report = load.stop()
+    assert run.rc == 4, run.stderr
+    assert run.result["result"] == "rolled_back"
+    assert (
+        caught_by in run.result["message"] and f"Traffic is back on {V2}" in run.result["message"]
+    )
+    assert live(stack) == {V2: 200}
+    first, last = report.first_second_with(version), report.last_second_with(version)
+    assert first is not None and last is not None
+    exposure = last - first + 1
+    canary_failed = report.failed
+    print(f"\nbad canary {version}: caught by {caught_by} {exposure} s after its first request, "
+          f"{report.versions.get(version)} requests on it, {canary_failed} user requests failed; "
+          f"{run.result['message']}")  # fmt: skip
+    assert exposure <= 90
+    if version == BAD_LATENCY:
+        assert "judge" in run.result["message"]
+        no_failures(report)
+    history = cli(stack, "history")
+    assert history.rc == 0
+
+
+def test_history_records_who_what_and_why(stack: Stack) -> None:
+    run = subprocess.run([CLI, "history", "-i", str(stack.inventory), "--json"],
+                         capture_output=True, text=True, check=False, cwd=REPO)  # fmt: skip
+    rows = json.loads(run.stdout)
+    results = [(r["kind"], r["version"], r["result"]) for r in rows]
+    assert ("rollout", V2, "succeeded") in results
+    assert ("rollout", BAD_ERRORS, "rolled_back") in results
+    bad = next(r for r in rows if r["version"] == BAD_ERRORS)
+    assert bad["abandoned"] == BAD_ERRORS and "error ratio" in bad["reason"] and bad["user"]
+
+
+# -- the orchestrator killed mid-canary ---------------------------------------------------------
+
+
+def start_and_kill_mid_canary(stack: Stack, releases: Releases, version: str) -> str:
+    proc = subprocess.Popen(
+        [CLI, "rollout", "-i", str(stack.inventory), "--version", version, "--strategy", "canary",
+         "--artifact", str(releases.artifact(version)), "--yes", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    rollout_id = ""
+    for line in proc.stdout:
+        event = json.loads(line)
+        rollout_id = event["rollout"]
+        step = event["data"].get("step", {})
+        if event["type"] == "step_started" and step.get("kind") == "analysis":
+            break
+    time.sleep(5)  # inside the analysis window at 10 %
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return rollout_id
+
+
+def test_sigkill_mid_canary_then_rollback_ends_consistent(
+    stack: Stack, releases: Releases, load: LoadGenerator
+) -> None:
+    rollout_id = start_and_kill_mid_canary(stack, releases, V1)
+    state = status(stack)
+    assert state["rollout"]["rollout"] == rollout_id and state["rollout"]["state"] == "interrupted"
+    assert "canary at 10%" in state["rollout"]["step_description"]
+    assert state["lock"]["holder"]["rollout"] == rollout_id
+    assert state["lock"]["stale"].startswith("stale")
+    assert set(state["fleet"]["live_versions"]) == {V1, V2}  # the split it was killed in
+    # a new rollout is refused until the interrupted one is dealt with
+    refused = rollout(stack, releases, V1, "canary")
+    assert refused.rc == 2 and "was interrupted" in refused.stderr
+    back = cli(stack, "rollback")
+    report = load.stop()
+    assert back.rc == 0, back.stderr
+    no_failures(report)
+    after = status(stack)
+    assert after["fleet"]["live_versions"] == {V2: 200} and after["rollout"] is None
+    assert after["lock"]["holder"] == {}
+
+
+def test_sigkill_mid_canary_then_resume_finishes_it(
+    stack: Stack, releases: Releases, load: LoadGenerator
+) -> None:
+    start_and_kill_mid_canary(stack, releases, V1)
+    assert status(stack)["rollout"]["state"] == "interrupted"
+    resumed = cli(stack, "rollout", "--resume")
+    report = load.stop()
+    assert resumed.rc == 0, resumed.stderr + json.dumps(resumed.of("step_failed"))
+    no_failures(report)
+    after = status(stack)
+    assert after["fleet"]["live_versions"] == {V1: 200} and after["rollout"] is None
+    assert after["lock"]["holder"] == {}
+    assert all(w == V1 for w in after["fleet"]["workers"].values())
