@@ -1,5 +1,6 @@
 # inkdeploy: everything a fresh machine needs comes from here.
-#   make demo   install, boot the lab, converge the stack (site.yml), make a request over HTTPS
+#   make demo   install, boot the lab, converge the stack (site.yml), make a request over HTTPS,
+#               then a canary rollout of the demo app under load
 #   make test   install, lint, unit tests, lab integration tests, Molecule scenarios
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,7 +18,7 @@ APT_PACKAGES := $(shell sed -e 's/\#.*//' requirements/apt.txt)
 .PHONY: help deps apt venv tools lint unit build-test lab-test stack-test molecule test demo lab-down bench clean artifact
 
 help:
-	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), converge the whole stack, show the HTTPS URL"
+	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), converge the whole stack, show the HTTPS URL, canary-roll a new release"
 	@echo "make test      install what is needed, then lint, unit, lab and Molecule tests"
 	@echo "make lab-down  remove the demo lab: hosts, mounts, links, bridge, files"
 	@echo "make bench     run the benchmarks under bench/"
@@ -84,14 +85,22 @@ test: deps lint unit build-test lab-test stack-test molecule
 DEMO_VERSION := 1.0.0
 DEMO_ARTIFACT := dist/inkapp-$(DEMO_VERSION).tar.gz
 
+# The second release the demo's canary rollout moves to.
+DEMO_NEXT := 1.1.0
+DEMO_NEXT_ARTIFACT := dist/inkapp-$(DEMO_NEXT).tar.gz
+
 $(DEMO_ARTIFACT): | $(VENV)/.installed
 	$(BIN)/inkdeploy build examples/inkapp --version $(DEMO_VERSION) --out dist
 
-demo: deps $(DEMO_ARTIFACT)
+$(DEMO_NEXT_ARTIFACT): | $(VENV)/.installed
+	$(BIN)/inkdeploy build examples/inkapp --version $(DEMO_NEXT) --out dist
+
+demo: deps $(DEMO_ARTIFACT) $(DEMO_NEXT_ARTIFACT)
 	$(BIN)/inkdeploy lab up --topology $(TOPOLOGY)
 	$(BIN)/ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
 	$(BIN)/inkdeploy lab status
 	$(BIN)/inkdeploy lab web
+	$(BIN)/python examples/demo_canary.py --inventory inventories/lab/hosts.yml
 
 lab-down: venv
 	$(BIN)/inkdeploy lab down

@@ -20,7 +20,14 @@ from inkdeploy.execute import Context, Executor, Outcome
 from inkdeploy.fleet import Fleet, build_fleet
 from inkdeploy.gates.prometheus import PrometheusClient, render
 from inkdeploy.inventory import ConfigError, Environment, load_environment
-from inkdeploy.plan import Plan, PlanError, make_plan, restore_steps, rollback_plan
+from inkdeploy.plan import (
+    Plan,
+    PlanError,
+    emergency_weights,
+    make_plan,
+    restore_steps,
+    rollback_plan,
+)
 from inkdeploy.runner import PROJECT, Progress, Runner
 from inkdeploy.state.journal import Journal, JournalView, state_dir
 from inkdeploy.state.lock import FleetLock, LockHeld, describe_holder, holder_info, whoami
@@ -186,7 +193,8 @@ class RolloutResult:
     seconds: float
     rollback_seconds: float = 0.0
     gates: list[dict[str, Any]] = field(default_factory=list)
-    # seconds from the command's start until all traffic was on the target release (rollback)
+    # rollback: seconds from the command's start until all traffic was on the target release;
+    # a failed rollout: seconds from the failure until traffic was back on the previous release
     traffic_switched_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,25 +257,40 @@ def run_plan(
             plan.rollout, "rollback_failed", plan.version, plan.previous, outcome.message,
             time.monotonic() - began, gates=gates,
         )  # fmt: skip
-    # Bring traffic back to the last good release.
+    # Bring traffic back to the last good release: first the one reload that is safe without
+    # looking (when there is one), then from the fleet as it is now whatever else is needed.
     events.emit("rollback_started", reason=outcome.message, target=plan.previous)
-    rb_began = time.monotonic()
+    rb_began, rb_began_wall = time.monotonic(), time.time()
+    traffic_back: float | None = None
     try:
+        emergency = emergency_weights(plan, outcome.failed_step)
+        if emergency:
+            fast = Plan(plan.rollout, "rollback", plan.strategy, plan.previous, plan.version,
+                        [emergency])  # fmt: skip
+            if Executor(_context(session, events, None, None), fast).run(phase="rollback").ok:
+                traffic_back = time.monotonic() - rb_began
         fleet = session.read_fleet()
         steps = restore_steps(
             fleet, plan.previous, plan.base_weights, tuple(session.env.worker_hosts)
         )
         restore = Plan(plan.rollout, "rollback", plan.strategy, plan.previous, plan.version, steps)
-        rb = Executor(_context(session, events, None, None), restore).run(phase="rollback")
+        rb_ctx = _context(session, events, None, None)
+        rb = Executor(rb_ctx, restore).run(phase="rollback")
         rb_ok, rb_message = rb.ok, rb.message
+        if traffic_back is None and rb_ctx.traffic_switched:
+            traffic_back = rb_ctx.traffic_switched - rb_began_wall
     except InkdeployError as exc:
         rb_ok, rb_message = False, exc.message
     rb_seconds = time.monotonic() - rb_began
-    events.emit("rollback_finished", ok=rb_ok, seconds=round(rb_seconds, 2), message=rb_message)
+    events.emit(
+        "rollback_finished", ok=rb_ok, seconds=round(rb_seconds, 2), message=rb_message,
+        traffic_back_s=round(traffic_back, 2) if traffic_back is not None else None,
+    )  # fmt: skip
     if rb_ok:
+        back = f"{traffic_back:.1f} s after the failure, " if traffic_back is not None else ""
         message = (
-            f"{outcome.message} Traffic is back on {plan.previous} "
-            f"(rolled back in {rb_seconds:.1f} s). Run 'inkdeploy history' for the full record."
+            f"{outcome.message} Traffic is back on {plan.previous} ({back}"
+            f"rollback done in {rb_seconds:.1f} s). Run 'inkdeploy history' for the full record."
         )
         result = "rolled_back"
     else:
@@ -278,7 +301,7 @@ def run_plan(
         result = "rollback_failed"
     return RolloutResult(
         plan.rollout, result, plan.version, plan.previous, message,
-        time.monotonic() - began, rb_seconds, gates,
+        time.monotonic() - began, rb_seconds, gates, traffic_back,
     )  # fmt: skip
 
 
@@ -390,6 +413,7 @@ def _plan_from_journal(view: JournalView) -> Plan:
     return Plan(
         s["rollout"], s.get("kind", "rollout"), s["strategy"], s["version"], s.get("previous"),
         [step_from_dict(x) for x in s["steps"]], s.get("base_weights", {}), s.get("notes", []),
+        s.get("weights", {}),
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from inkdeploy.steps import (
     HttpCheck,
     Install,
     KeepSlot,
+    Record,
     SetWeights,
     StartSlot,
     Step,
@@ -108,17 +109,19 @@ class Executor:
         began = time.monotonic()
         for index in range(start, len(self.plan.steps)):
             step = self.plan.steps[index]
-            if self._skipped(step):
-                self.ctx.events.emit("step_skipped", phase=phase, index=index, reason="promoted")
-                self.ctx.events.emit("step_done", phase=phase, index=index, seconds=0.0)
-                continue
-            self._between_steps(phase)
-            self.ctx.events.emit(
-                "step_started", phase=phase, index=index, step=step.to_dict(),
-                description=step.describe(),
-            )  # fmt: skip
             started = time.monotonic()
             try:
+                self._between_steps(phase)  # pause, promote, abort from `inkdeploy ...`
+                if self._skipped(step):
+                    self.ctx.events.emit(
+                        "step_skipped", phase=phase, index=index, reason="promoted"
+                    )
+                    self.ctx.events.emit("step_done", phase=phase, index=index, seconds=0.0)
+                    continue
+                self.ctx.events.emit(
+                    "step_started", phase=phase, index=index, step=step.to_dict(),
+                    description=step.describe(),
+                )  # fmt: skip
                 self.do(step)
             except StepFailed as exc:
                 self.ctx.events.emit(
@@ -178,6 +181,7 @@ class Executor:
                     "app_version": step.version,
                     "app_artifact": self._artifact(step.version),
                     "rollout_migrate": step.migrate,
+                    "app_follow_live": False,
                 },
             )
         elif isinstance(step, StartSlot):
@@ -190,6 +194,7 @@ class Executor:
                     "app_artifact": self._artifact(step.version),
                     "app_artifact_optional": True,
                     "app_keep_versions": self._keep(),
+                    "app_follow_live": False,
                 },
             )
         elif isinstance(step, StopSlot):
@@ -199,6 +204,16 @@ class Executor:
                     "rollout_slots": step.slots,
                     "rollout_scrape": step.scrape,
                     "rollout_stop_after_s": int(step.after_s),
+                },
+            )
+        elif isinstance(step, Record):
+            self._playbook(
+                "rollout/record.yml",
+                {
+                    "rollout_app": self.ctx.policy.app,
+                    "rollout_live": step.live,
+                    "rollout_workers": list(step.workers),
+                    "rollout_version": step.version,
                 },
             )
         elif isinstance(step, KeepSlot):
@@ -221,6 +236,7 @@ class Executor:
                     "app_artifact": self._artifact(step.version),
                     "app_artifact_optional": True,
                     "app_keep_versions": self._keep(),
+                    "app_follow_live": False,
                 },
             )
         else:  # pragma: no cover - every Step type is handled above

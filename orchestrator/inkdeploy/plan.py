@@ -12,7 +12,7 @@ from inkdeploy.errors import PlanError
 from inkdeploy.fleet import SLOTS, Fleet, other
 from inkdeploy.steps import Celery, HttpCheck, KeepSlot, SetWeights, StartSlot, Step, StopSlot
 from inkdeploy.strategies import bluegreen, canary, rolling
-from inkdeploy.strategies.common import base_weights, scrape_only, weights_for
+from inkdeploy.strategies.common import base_weights, record, scrape_only, weights_for
 
 
 def new_rollout_id(version: str) -> str:
@@ -29,6 +29,8 @@ class Plan:
     steps: list[Step]
     base_weights: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the LB weights before the rollout ("host:slot" -> weight): the emergency way back
+    weights: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class Plan:
             "version": self.version,
             "previous": self.previous,
             "base_weights": self.base_weights,
+            "weights": self.weights,
             "notes": self.notes,
             "steps": [s.to_dict() for s in self.steps],
         }
@@ -108,7 +111,20 @@ def make_plan(
         steps,
         base_weights(fleet),
         notes,
+        fleet.weights,
     )
+
+
+def emergency_weights(plan: Plan, failed_step: int | None) -> SetWeights | None:
+    """The one reload that puts traffic back where it was, when that alone is safe: the slots
+    that served before still run the old release (canary and blue-green start the new release
+    in idle slots and stop old slots only at the very end; rolling replaces live slots)."""
+    if plan.kind != "rollout" or plan.strategy == "rolling" or not plan.weights:
+        return None
+    done = plan.steps if failed_step is None else plan.steps[: failed_step + 1]
+    if any(isinstance(s, StopSlot) for s in done):
+        return None
+    return SetWeights(dict(plan.weights), f"all traffic back to {plan.previous} at once", 1.0)
 
 
 def restore_steps(
@@ -156,6 +172,7 @@ def restore_steps(
     weights = weights_for(chosen, base)
     if weights != fleet.weights or start:
         steps.append(SetWeights(weights, f"all traffic back to {target}", 1.0))
+    steps.append(record(target, chosen, workers))
     stale_workers = tuple(h for h in workers if fleet.workers.get(h) != target)
     if stale_workers:
         steps.append(Celery(target, stale_workers))

@@ -151,6 +151,20 @@ class Celery(Step):
         return f"restart the Celery workers on {self.version} ({', '.join(self.hosts)})"
 
 
+@dataclass(frozen=True)
+class Record(Step):
+    """Write on each host what is live now, so a later site.yml deploys that (not the
+    inventory's app_version) and never undoes the rollout."""
+
+    kind: ClassVar[str] = "record"
+    live: dict[str, dict[str, str]]  # host -> {"slot": ..., "version": ...}
+    version: str
+    workers: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"record {self.version} as the live release on the hosts"
+
+
 STEP_TYPES: dict[str, type[Step]] = {
     cls.kind: cls
     for cls in (
@@ -159,6 +173,7 @@ STEP_TYPES: dict[str, type[Step]] = {
         StartSlot,
         StopSlot,
         KeepSlot,
+        Record,
         SetWeights,
         HttpCheck,
         Analysis,
@@ -172,6 +187,6 @@ def step_from_dict(data: dict[str, Any]) -> Step:
     data = dict(data)
     cls = STEP_TYPES[data.pop("kind")]
     names = {f.name for f in fields(cls)}
-    values = {k: (tuple(v) if isinstance(v, list) and k in {"hosts", "commands"} else v)
+    values = {k: (tuple(v) if isinstance(v, list) and k in {"hosts", "commands", "workers"} else v)
               for k, v in data.items() if k in names}  # fmt: skip
     return cls(**values)

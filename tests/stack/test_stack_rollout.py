@@ -185,7 +185,7 @@ def test_bad_input_is_refused_and_the_fleet_is_left_as_it_was(
     assert bad_query.rc != 0 and "Prometheus" in bad_query.stderr
     assert "rate(http_requests_total[5m]" in bad_query.stderr
 
-    unused = ".".join(stack.lb.split(".")[:3] + ["250"])  # in the lab's subnet, no host there
+    unused = ".".join([*stack.lb.split(".")[:3], "250"])  # in the lab's subnet, no host there
     unreachable = alt_inventory(stack, tmp_path / "far", extra_app_host=unused)
     far = rollout_in(stack, releases, unreachable)
     assert far.rc != 0 and "Could not read the fleet" in far.stderr and "app9" in far.stderr

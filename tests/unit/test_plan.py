@@ -7,12 +7,13 @@ import pytest
 
 from inkdeploy.config import Policy
 from inkdeploy.fleet import Fleet, Slot, build_fleet, parse_weights
-from inkdeploy.plan import PlanError, make_plan, restore_steps
+from inkdeploy.plan import PlanError, emergency_weights, make_plan, restore_steps
 from inkdeploy.steps import (
     Analysis,
     Celery,
     HttpCheck,
     Install,
+    Record,
     SetWeights,
     StartSlot,
     StopSlot,
@@ -55,9 +56,13 @@ def kinds(steps: list) -> list[str]:
 def test_blue_green_installs_starts_idle_gates_switches_bakes_then_stops_old() -> None:
     plan = make_plan(fleet_of(), Policy(), "2.0.0", "blue-green", ("worker1",))
     assert kinds(plan.steps) == [
-        "install", "start_slot", "http_check", "set_weights", "analysis", "celery", "stop_slot",
+        "install", "start_slot", "http_check", "set_weights", "analysis", "record", "celery",
+        "stop_slot",
     ]  # fmt: skip
-    install, start, _, switch, bake, celery, stop = plan.steps
+    install, start, _, switch, bake, record, celery, stop = plan.steps
+    # what is live is recorded on the hosts once the bake passed (site.yml follows it)
+    assert isinstance(record, Record) and record.workers == ("worker1",)
+    assert record.live == {h: {"slot": "green", "version": "2.0.0"} for h in ("app1", "app2")}
     assert isinstance(install, Install) and install.migrate and install.hosts == ("app1", "app2")
     assert isinstance(start, StartSlot) and start.slots == {"app1": "green", "app2": "green"}
     assert start.scrape == {"app1": ["blue", "green"], "app2": ["blue", "green"]}
@@ -159,7 +164,7 @@ def test_restore_after_blue_green_is_only_a_weight_switch_when_old_slots_run() -
     fleet = fleet_of(live="green", version="2.0.0", idle_version="1.0.0", idle_active=True)
     steps = restore_steps(fleet, "1.0.0", stop_others=False)
     # the old slots' delayed stop is cancelled, then one reload
-    assert kinds(steps) == ["keep_slot", "set_weights"]
+    assert kinds(steps) == ["keep_slot", "set_weights", "record"]
     assert steps[0].slots == {"app1": "blue", "app2": "blue"}
     assert steps[1].weights["app1:blue"] == 100 and steps[1].weights["app1:green"] == 0
 
@@ -167,9 +172,11 @@ def test_restore_after_blue_green_is_only_a_weight_switch_when_old_slots_run() -
 def test_restore_starts_a_stopped_old_slot_first_and_stops_the_abandoned_one() -> None:
     fleet = fleet_of(live="green", version="2.0.0", idle_version="1.0.0", idle_active=False)
     steps = restore_steps(fleet, "1.0.0", workers=("worker1",))
-    assert kinds(steps) == ["start_slot", "http_check", "set_weights", "celery", "stop_slot"]
+    assert kinds(steps) == [
+        "start_slot", "http_check", "set_weights", "record", "celery", "stop_slot",
+    ]  # fmt: skip
     assert steps[0].slots == {"app1": "blue", "app2": "blue"}
-    assert steps[4].slots == {"app1": "green", "app2": "green"}
+    assert steps[5].slots == {"app1": "green", "app2": "green"}
 
 
 def test_restore_refuses_a_release_that_is_not_installed() -> None:
@@ -202,3 +209,27 @@ def test_policy_rejects_bad_input_with_the_field_named() -> None:
         parse_policy({"canary": {"steps": [10, 50]}})
     with pytest.raises(ConfigError, match=r"inkdeploy_rollout\.strategy"):
         parse_policy({"strategy": "yolo"})
+
+
+@pytest.mark.parametrize("env", ["lab", "production"])
+def test_the_committed_inventories_rollout_settings_are_valid(env: str) -> None:
+    import yaml
+
+    from inkdeploy.inventory import parse_policy
+    from inkdeploy.runner import PROJECT
+
+    data = yaml.safe_load((PROJECT / f"inventories/{env}/group_vars/all.yml").read_text())
+    policy = parse_policy(data["inkdeploy_rollout"])
+    assert policy.canary.steps[-1] == 100
+
+
+def test_a_failed_canary_gets_its_old_weights_back_in_one_reload_before_anything_else() -> None:
+    fleet = fleet_of()
+    plan = make_plan(fleet, Policy(), "2.0.0", "canary", ())
+    failed_at = next(i for i, s in enumerate(plan.steps) if isinstance(s, Analysis))
+    step = emergency_weights(plan, failed_at)
+    assert step is not None and step.weights == fleet.weights
+    # once old slots were stopped, or when live slots were replaced (rolling), it must look first
+    assert emergency_weights(plan, len(plan.steps) - 1) is None
+    rolling = make_plan(fleet_of(hosts=3), Policy(), "2.0.0", "rolling", ())
+    assert emergency_weights(rolling, 3) is None

@@ -28,7 +28,7 @@ def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) 
     steps.append(Analysis("bake", version, policy.blue_green.bake_s))
     stop = live if policy.blue_green.stop_old else {}
     steps += epilogue(
-        version, workers, stop, scrape_only(new), policy.hooks.post,
+        version, workers, stop, scrape_only(new), policy.hooks.post, new,
         policy.blue_green.stop_old_after_s,
     )  # fmt: skip
     return steps

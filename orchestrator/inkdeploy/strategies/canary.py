@@ -59,7 +59,7 @@ def build(
             steps.append(Approval(f"after canary at {percent}%"))
     stop = live if policy.canary.stop_old else {}
     steps += epilogue(
-        version, workers, stop, scrape_only(new_all), policy.hooks.post,
+        version, workers, stop, scrape_only(new_all), policy.hooks.post, new_all,
         policy.canary.stop_old_after_s,
     )  # fmt: skip
     return steps

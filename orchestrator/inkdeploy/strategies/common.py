@@ -5,7 +5,7 @@ from __future__ import annotations
 from math import gcd
 
 from inkdeploy.fleet import SLOTS, Fleet, other
-from inkdeploy.steps import Celery, Hook, Install, Step, StopSlot
+from inkdeploy.steps import Celery, Hook, Install, Record, Step, StopSlot
 
 DEFAULT_WEIGHT = 100
 
@@ -75,6 +75,12 @@ def idle_slots(fleet: Fleet, hosts: list[str] | tuple[str, ...]) -> dict[str, st
     return result
 
 
+def record(version: str, live: dict[str, str], workers: tuple[str, ...]) -> Record:
+    return Record(
+        {h: {"slot": s, "version": version} for h, s in sorted(live.items())}, version, workers
+    )
+
+
 def prologue(version: str, hosts: tuple[str, ...], migrate: bool, pre: list[str]) -> list[Step]:
     steps: list[Step] = []
     if pre:
@@ -89,9 +95,11 @@ def epilogue(
     stop: dict[str, str],
     scrape: dict[str, list[str]],
     post: list[str],
+    live: dict[str, str],
     stop_after_s: float = 0.0,
 ) -> list[Step]:
-    steps: list[Step] = []
+    """After the last gate: record what is live, move the workers, stop the old slots, hooks."""
+    steps: list[Step] = [record(version, live, workers)]
     if workers:
         steps.append(Celery(version, workers))
     if stop:

@@ -44,5 +44,5 @@ def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) 
         SetWeights(weights_for(live, base), f"return batch {len(groups)}/{len(groups)}", 1.0)
     )
     steps.append(Analysis("after the last batch", version, policy.blue_green.bake_s))
-    steps += epilogue(version, workers, {}, fleet.scrape(), policy.hooks.post)
+    steps += epilogue(version, workers, {}, fleet.scrape(), policy.hooks.post, live)
     return steps
