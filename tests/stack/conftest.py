@@ -17,7 +17,8 @@ import pytest
 
 from inkdeploy.lab.drill import PlaybookRun, inventory_address, lab_inventory, run_playbook
 
-LAB = "stack"
+# INKDEPLOY_STACK_LAB with INKDEPLOY_STACK_REUSE: the name of a lab that is already up.
+LAB = os.environ.get("INKDEPLOY_STACK_LAB", "stack")
 SUBNET = "10.77.41.0/24"
 VERSION = "1.0.0"
 REPO = Path(__file__).resolve().parents[2]

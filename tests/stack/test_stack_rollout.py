@@ -9,6 +9,7 @@ import json
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -398,3 +399,40 @@ def test_sigkill_mid_canary_then_resume_finishes_it(
     assert after["fleet"]["live_versions"] == {V1: 200} and after["rollout"] is None
     assert after["lock"]["holder"] == {}
     assert all(w == V1 for w in after["fleet"]["workers"].values())
+
+
+def test_site_yml_after_the_rollouts_keeps_what_is_live(stack: Stack, load: LoadGenerator) -> None:
+    """The inventory still says 1.0.0 in blue; the rollouts moved slots and releases around.
+    A plain re-converge must deploy what is live (recorded on the hosts), not undo it."""
+    before = status(stack)
+    run = stack.playbook("site.yml")
+    report = load.stop()
+    assert run.rc == 0, run.tail()
+    after = status(stack)
+    assert after["fleet"]["live_versions"] == before["fleet"]["live_versions"]
+    assert fleet_view(stack) == {
+        host: {slot: (s["version"], s["active"], s["weight"]) for slot, s in h["slots"].items()}
+        for host, h in before["fleet"]["hosts"].items()
+    }
+    # neither the LB's weights nor the workers' release were touched
+    assert run.changed.get("lb1", 0) == 0 and run.changed.get("worker1", 0) == 0, run.changed
+    no_failures(report)
+    targets = stack.on("data1", "cat", "/etc/prometheus/file_sd/app.yml").stdout
+    for h in after["fleet"]["hosts"].values():
+        port = 8001 if h["live_slot"] == "blue" else 8002
+        assert f"{h['address']}:{port}" in targets, targets
+
+
+def test_no_secret_reached_the_journal_or_a_runner_artifact(stack: Stack) -> None:
+    names = yaml.safe_load((REPO / "inventories/lab/secrets.yml").read_text())
+    values = yaml.safe_load(stack.inventory.read_text())["all"]["vars"]
+    secrets = {name: str(values[name]) for name in names if name in values}
+    assert len(secrets) >= 5
+    journals = list((stack.inventory.parent / ".inkdeploy" / "rollouts").glob("*.jsonl"))
+    assert len(journals) >= 8
+    for journal in journals:
+        text = journal.read_text()
+        leaked = [name for name, value in secrets.items() if value in text]
+        assert not leaked, f"{journal.name} holds the value of {leaked}"
+    # ansible-runner's private directories (artifacts, extra vars) are gone after each run
+    assert not list(Path(tempfile.gettempdir()).glob("inkdeploy-runner-*"))
