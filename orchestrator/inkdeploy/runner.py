@@ -22,6 +22,25 @@ import ansible_runner
 PROJECT = Path(__file__).resolve().parents[2]
 PLAYBOOKS = PROJECT / "playbooks"
 
+PRIVATE_PREFIX = "inkdeploy-runner-"
+
+
+def remove_orphans() -> None:
+    """Delete the private directories of orchestrators that were killed (SIGKILL leaves them):
+    they hold a run's extra vars and output."""
+    for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*"):
+        pid = path.name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit():
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 # (host, task name, status) for each finished task; status ok|changed|failed|skipped|unreachable.
 Progress = Callable[[str, str, str], None]
 
@@ -112,7 +131,8 @@ class Runner:
             return False
 
         bindir = str(Path(sys.executable).parent)
-        private = tempfile.mkdtemp(prefix="inkdeploy-runner-")
+        remove_orphans()
+        private = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-")
         started = time.monotonic()
         try:
             run = ansible_runner.run(
