@@ -31,7 +31,7 @@ from inkdeploy.plan import (
 from inkdeploy.runner import PROJECT, Progress, Runner
 from inkdeploy.state.journal import Journal, JournalView, state_dir
 from inkdeploy.state.lock import FleetLock, LockHeld, describe_holder, holder_info, whoami
-from inkdeploy.steps import Step, step_from_dict
+from inkdeploy.steps import step_from_dict
 
 FACT_TASKS = ("Read the slots", "Read the weights nginx serves", "Read the deploy lock")
 
@@ -350,14 +350,19 @@ def rollout(
         result = run_plan(session, plan, events, artifact, ask)
         return result
     finally:
-        final = result.result if result else "interrupted"
-        reason = result.message if result else "the orchestrator stopped"
-        events.emit("rollout_finished", result=final, message=reason, app=session.env.policy.app)
-        events.close()
-        session.journal.set_current(None)
-        session.lock.release(
-            plan.rollout, _record(plan, final, reason, started, time.time() - started)
-        )
+        _close(session, plan, events, result, started)
+
+
+def _close(
+    session: Session, plan: Plan, events: Events, result: RolloutResult | None, started: float
+) -> None:
+    """Every exit path of a rollout: the last event, the journal, history and the lock."""
+    final = result.result if result else "interrupted"
+    reason = result.message if result else "the orchestrator stopped"
+    events.emit("rollout_finished", result=final, message=reason, app=session.env.policy.app)
+    events.close()
+    session.journal.set_current(None)
+    session.lock.release(plan.rollout, _record(plan, final, reason, started, time.time() - started))
 
 
 def resume(
@@ -386,14 +391,7 @@ def resume(
         result = run_plan(session, plan, events, artifact, ask, start=view.next_step)
         return result
     finally:
-        final = result.result if result else "interrupted"
-        reason = result.message if result else "the orchestrator stopped"
-        events.emit("rollout_finished", result=final, message=reason, app=session.env.policy.app)
-        events.close()
-        session.journal.set_current(None)
-        session.lock.release(
-            plan.rollout, _record(plan, final, reason, started, time.time() - started)
-        )
+        _close(session, plan, events, result, started)
 
 
 def _interrupted(session: Session) -> JournalView:
@@ -530,7 +528,3 @@ def rollback(
         f"Traffic is on {target} again ({seconds:.1f} s{note}).", seconds,
         traffic_switched_s=switched,
     )  # fmt: skip
-
-
-def steps_of(plan: Plan) -> list[Step]:
-    return plan.steps

@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from inkdeploy.config import HttpGate
 from inkdeploy.gates.http import check_http
+from tests.unit.loopback import LoopbackServer
 
 TARGET = "app2 green (2.0.0)"
 
@@ -32,7 +32,7 @@ def healthy(version: str = "2.0.0", **fields: Any) -> Answer:
     return Answer(200, json.dumps({"version": version, **fields}))
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """Answers the Nth request with script[N] (the last entry repeats); records Host headers."""
 
     def __init__(self) -> None:
@@ -58,18 +58,8 @@ class ScriptedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/healthz"
-
-    def __enter__(self) -> ScriptedServer:
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/healthz"
 
 
 class Sleeps(list[float]):

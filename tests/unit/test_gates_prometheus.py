@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import math
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +25,7 @@ from inkdeploy.gates.prometheus import (
     render,
 )
 from inkdeploy.promql import PromQLSyntaxError, metric_names
+from tests.unit.loopback import LoopbackServer
 
 START = 1_700_000_000.0
 END = START + 60
@@ -40,7 +40,7 @@ def _sample(value: float) -> str:
     return repr(value)
 
 
-class FakePrometheus:
+class FakePrometheus(LoopbackServer):
     """Serves /api/v1/query and /api/v1/query_range (GET or form POST) from canned series.
 
     ``matrix[query]`` is a list of (labels, values): the values are laid out at start, start +
@@ -78,18 +78,8 @@ class FakePrometheus:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakePrometheus:
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def respond(self, endpoint: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if endpoint not in ("/api/v1/query", "/api/v1/query_range"):
