@@ -161,8 +161,16 @@ class Run:
 
 
 def last_json(stdout: str) -> dict[str, Any]:
-    """The result object `inkdeploy rollout --json` prints last (indented), after the events."""
+    """The result `inkdeploy rollout --json` prints after its events: a line
+    {"type": "result", "data": {...}}, or (older versions) an indented object."""
     lines = stdout.splitlines()
+    for line in reversed(lines):
+        if line.startswith('{"type": "result"') or line.startswith('{"type":"result"'):
+            try:
+                data: dict[str, Any] = json.loads(line)["data"]
+                return data
+            except (json.JSONDecodeError, KeyError, TypeError):
+                break
     for start in range(len(lines) - 1, -1, -1):
         if lines[start] == "{":
             try:
