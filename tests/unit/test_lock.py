@@ -15,7 +15,6 @@ from typing import Any
 from inkdeploy.runner import PROJECT
 from inkdeploy.state.lock import describe_holder, staleness
 
-
 MODULE = PROJECT / "playbooks/rollout/library/inkdeploy_lock.py"
 
 
