@@ -72,9 +72,10 @@ build-test: venv
 lab-test: deps
 	$(BIN)/pytest -q -m lab tests/lab
 
-# site.yml on a five-host lab, then HTTPS, the page, Celery, TLS scan, idempotence, drain, kill.
+# site.yml on a five-host lab, then HTTPS, the page, Celery, TLS scan, idempotence, drain, kill,
+# then every rollout strategy, bad canaries, rollback, SIGKILL (-rP prints the figures they measure).
 stack-test: deps
-	$(BIN)/pytest -q -m stack tests/stack
+	$(BIN)/pytest -q -rP -m stack tests/stack
 
 molecule: deps
 	cd $(CURDIR) && $(BIN)/molecule test --all
