@@ -31,7 +31,6 @@ from inkdeploy.plan import (
 from inkdeploy.runner import PROJECT, Progress, Runner
 from inkdeploy.state.journal import Journal, JournalView, state_dir
 from inkdeploy.state.lock import FleetLock, LockHeld, describe_holder, holder_info, whoami
-from inkdeploy.steps import step_from_dict
 
 FACT_TASKS = ("Read the slots", "Read the weights nginx serves", "Read the deploy lock")
 
@@ -176,6 +175,7 @@ def _context(session: Session, events: Events, artifact: Path | None, ask: Any) 
         events=events,
         journal=session.journal,
         addresses={h: session.env.address(h) for h in session.env.app_hosts},
+        slot_ports={h: session.env.slot_ports(h) for h in session.env.app_hosts},
         environment=session.env.name,
         artifact=artifact,
         prometheus_url=session.env.prometheus_url,
@@ -374,7 +374,7 @@ def resume(
 ) -> RolloutResult:
     session = Session.open(inventory, progress)
     view = _interrupted(session)
-    plan = _plan_from_journal(view)
+    plan = Plan.from_dict(view.started)
     artifact = Path(view.started["artifact"]) if view.started.get("artifact") else None
     holder = holder_info(plan.rollout, plan.version, plan.strategy, "resumed")
     session.lock.acquire(holder, takeover=True)
@@ -404,15 +404,6 @@ def _interrupted(session: Session) -> JournalView:
     if not view.steps:
         raise PlanError(f"The journal of rollout {current} has no plan; use `inkdeploy rollback`.")
     return view
-
-
-def _plan_from_journal(view: JournalView) -> Plan:
-    s = view.started
-    return Plan(
-        s["rollout"], s.get("kind", "rollout"), s["strategy"], s["version"], s.get("previous"),
-        [step_from_dict(x) for x in s["steps"]], s.get("base_weights", {}), s.get("notes", []),
-        s.get("weights", {}),
-    )  # fmt: skip
 
 
 def history(session: Session) -> list[dict[str, Any]]:

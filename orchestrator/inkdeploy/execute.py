@@ -14,7 +14,6 @@ from typing import Any
 
 from inkdeploy.config import Policy
 from inkdeploy.events import Events
-from inkdeploy.fleet import SLOT_PORTS
 from inkdeploy.gates.http import check_http
 from inkdeploy.gates.judge import judge
 from inkdeploy.gates.prometheus import PrometheusClient, evaluate, render
@@ -58,6 +57,7 @@ class Context:
     events: Events
     journal: Journal
     addresses: dict[str, str]
+    slot_ports: dict[str, dict[str, int]]  # host -> slot -> port
     environment: str
     artifact: Path | None = None
     prometheus_url: str | None = None
@@ -292,7 +292,8 @@ class Executor:
 
         def one(item: tuple[str, str]) -> GateResult:
             host, slot = item
-            url = f"{gate.scheme}://{self.ctx.addresses[host]}:{SLOT_PORTS[slot]}{gate.path}"
+            port = self.ctx.slot_ports[host][slot]
+            url = f"{gate.scheme}://{self.ctx.addresses[host]}:{port}{gate.path}"
             return check_http(url, gate, step.version, f"{host} {slot} ({step.version})")
 
         with ThreadPoolExecutor(max_workers=max(1, len(step.slots))) as pool:

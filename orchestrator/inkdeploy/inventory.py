@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from inkdeploy.config import Policy
 from inkdeploy.errors import InkdeployError
+from inkdeploy.fleet import SLOT_PORTS
 from inkdeploy.runner import PROJECT
 
 
@@ -40,6 +41,11 @@ class Environment:
 
     def address(self, host: str) -> str:
         return str(self.hostvars.get(host, {}).get("ansible_host", host))
+
+    def slot_ports(self, host: str) -> dict[str, int]:
+        """The app role's app_slot_ports for HOST when the inventory sets it, else its default."""
+        ports = self.hostvars.get(host, {}).get("app_slot_ports") or SLOT_PORTS
+        return {slot: int(port) for slot, port in ports.items()}
 
     @property
     def prometheus_url(self) -> str | None:

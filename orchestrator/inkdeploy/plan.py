@@ -10,7 +10,16 @@ from typing import Any
 from inkdeploy.config import Policy, Strategy
 from inkdeploy.errors import PlanError
 from inkdeploy.fleet import SLOTS, Fleet, other
-from inkdeploy.steps import Celery, HttpCheck, KeepSlot, SetWeights, StartSlot, Step, StopSlot
+from inkdeploy.steps import (
+    Celery,
+    HttpCheck,
+    KeepSlot,
+    SetWeights,
+    StartSlot,
+    Step,
+    StopSlot,
+    step_from_dict,
+)
 from inkdeploy.strategies import bluegreen, canary, rolling
 from inkdeploy.strategies.common import base_weights, record, scrape_only, weights_for
 
@@ -44,6 +53,15 @@ class Plan:
             "notes": self.notes,
             "steps": [s.to_dict() for s in self.steps],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """The plan as to_dict() wrote it (into the journal's rollout_started event)."""
+        return cls(
+            data["rollout"], data.get("kind", "rollout"), data["strategy"], data["version"],
+            data.get("previous"), [step_from_dict(s) for s in data["steps"]],
+            data.get("base_weights", {}), data.get("notes", []), data.get("weights", {}),
+        )  # fmt: skip
 
 
 def check_fleet(fleet: Fleet) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 import ansible_runner
 
+from inkdeploy.lab.procs import pid_alive
+
 PROJECT = Path(__file__).resolve().parents[2]
 PLAYBOOKS = PROJECT / "playbooks"
 
@@ -30,15 +32,8 @@ def remove_orphans() -> None:
     they hold a run's extra vars and output."""
     for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*"):
         pid = path.name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit():
+        if not (pid.isdigit() and pid_alive(int(pid))):
             shutil.rmtree(path, ignore_errors=True)
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
-            pass
 
 
 # (host, task name, status) for each finished task; status ok|changed|failed|skipped|unreachable.

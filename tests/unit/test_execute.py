@@ -60,6 +60,7 @@ def make(
         events=events,
         journal=journal,
         addresses={"app1": "127.0.0.1"},
+        slot_ports={"app1": {"blue": 8001, "green": 8002}},
         environment="unit",
         artifact=tmp_path / "a.tar.gz",
         sleep=lambda s: time.sleep(min(s, 0.01)),

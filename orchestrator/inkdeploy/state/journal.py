@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inkdeploy.lab.procs import pid_alive
 from inkdeploy.steps import Step, step_from_dict
 
 CONTROL_ACTIONS = ("pause", "resume", "promote", "abort")
@@ -53,20 +54,7 @@ class JournalView:
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A zombie (killed, not yet reaped by its parent) is gone for our purposes.
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
+    return bool(pid) and pid_alive(int(pid))  # a zombie (killed, not reaped) counts as gone
 
 
 class Journal:

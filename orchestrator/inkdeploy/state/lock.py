@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inkdeploy.errors import InkdeployError
+from inkdeploy.lab.procs import pid_alive
 from inkdeploy.runner import Runner
 
 
@@ -58,20 +59,12 @@ def describe_holder(holder: dict[str, Any], stale_after: float) -> str:
 
 def staleness(holder: dict[str, Any], stale_after: float) -> str:
     """'' for a live lock; otherwise why it looks stale."""
-    if holder.get("controller") == socket.gethostname() and holder.get("pid"):
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return "stale: that process no longer runs on this controller"
-        except PermissionError:
-            pass
-        # the pid may be alive as a zombie of a killed rollout
-        try:
-            with open(f"/proc/{int(holder['pid'])}/stat") as handle:
-                if handle.read().split(") ", 1)[1][0] == "Z":
-                    return "stale: that process no longer runs on this controller"
-        except OSError:
-            pass
+    if (
+        holder.get("controller") == socket.gethostname()
+        and holder.get("pid")
+        and not pid_alive(int(holder["pid"]))
+    ):
+        return "stale: that process no longer runs on this controller"
     if time.time() - holder.get("acquired_at", time.time()) > stale_after:
         return f"possibly stale: older than {stale_after / 3600:.1f} h"
     return ""
