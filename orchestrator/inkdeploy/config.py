@@ -63,6 +63,9 @@ class PrometheusGate(_Strict):
     # Share of samples allowed to break the threshold (a spike tolerance); 0 = none.
     max_breach_ratio: float = Field(0.0, ge=0, lt=1)
     no_data: NoData = "fail"
+    # When the gate fails for {version}, run the same query for the baseline ({previous}) over
+    # the same window; if it breaches too, pause (a fleet-wide problem) instead of failing.
+    compare_baseline: bool = True
 
 
 class JudgeMetric(_Strict):

@@ -340,3 +340,117 @@ def test_evidence_keeps_at_most_200_points_including_the_last(prom: FakePromethe
     assert len(series["values"]) == 200
     assert series["values"][-1] == [START + 5 * 499, values[-1]]
     assert series["values"][0] == [START, 0.0]
+
+
+# --- the baseline: a fleet-wide spike is not the release's fault -------------------------------
+
+BASELINE = 'version:http_errors:ratio_rate30s{version="1.0.0"}'
+BAD = [0.0, 0.02, 0.31, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02, 0.02, 0.015, 0.012]  # 11 of 12 >= 0.01
+
+
+def with_baseline(prom: FakePrometheus, gate: PrometheusGate = ERRORS) -> Any:
+    params = {"version": "2.0.0", "previous": "1.0.0"}
+    return evaluate(PrometheusClient(prom.url), gate, params, START, END)
+
+
+def queried(prom: FakePrometheus) -> list[str]:
+    return [params["query"] for _, endpoint, params in prom.requests if endpoint.endswith("range")]
+
+
+def test_a_bad_canary_beside_a_healthy_baseline_fails(prom: FakePrometheus) -> None:
+    prom.matrix[RENDERED] = [({"version": "2.0.0"}, BAD)]
+    prom.matrix[BASELINE] = [({"version": "1.0.0"}, [0.0, 0.001, 0.002] * 4)]
+    result = with_baseline(prom)
+    assert result.outcome == "fail"
+    assert result.message == (
+        f'Gate "error ratio of 2.0.0" failed: {RENDERED} was 0.310 '
+        "(max over 60 s, 12 samples, 11 at or above) against < 0.01."
+    )
+    assert queried(prom) == [RENDERED, BASELINE]  # the same window, for the old version
+    assert prom.requests[-1][2]["start"] == f"{START:.3f}"
+    assert prom.requests[-1][2]["end"] == f"{END:.3f}"
+    baseline = result.evidence["baseline"]
+    assert (baseline["version"], baseline["samples"], baseline["breaches"]) == ("1.0.0", 12, 0)
+    assert baseline["max"] == 0.002
+
+
+def test_both_versions_bad_is_a_fleet_wide_pause_not_a_failure(prom: FakePrometheus) -> None:
+    prom.matrix[RENDERED] = [({"version": "2.0.0"}, BAD)]
+    prom.matrix[BASELINE] = [({"version": "1.0.0"}, [0.28, 0.2, 0.1, 0.05] * 2 + [0.0] * 4)]
+    result = with_baseline(prom)
+    assert result.outcome == "pause"
+    assert result.message == (
+        'Gate "error ratio of 2.0.0" breached on 2.0.0 AND on the baseline 1.0.0 over the same '
+        "window (max 0.310 vs 0.280; 11 of 12 vs 8 of 12 samples at or above 0.01): a "
+        "fleet-wide problem (database, broker?), not the release; pausing: 'inkdeploy resume' "
+        "or 'promote' to go on, 'abort' to roll back."
+    )
+    evidence = result.evidence
+    assert (evidence["samples"], evidence["breaches"], evidence["max"]) == (12, 11, 0.31)
+    baseline = evidence["baseline"]
+    assert (baseline["samples"], baseline["breaches"], baseline["max"]) == (12, 8, 0.28)
+    assert baseline["query"] == BASELINE
+    assert baseline["series"][0]["labels"] == {"version": "1.0.0"}
+
+
+def test_a_baseline_breaching_far_less_often_leaves_the_failure(prom: FakePrometheus) -> None:
+    # 11 of 12 for the canary, 2 of 12 for the baseline: the release is worse, not the fleet.
+    prom.matrix[RENDERED] = [({"version": "2.0.0"}, BAD)]
+    prom.matrix[BASELINE] = [({"version": "1.0.0"}, [0.0] * 10 + [0.05, 0.05])]
+    result = with_baseline(prom)
+    assert result.outcome == "fail"
+    assert result.evidence["baseline"]["breaches"] == 2
+
+
+def test_a_baseline_without_data_keeps_the_failure(prom: FakePrometheus) -> None:
+    prom.matrix[RENDERED] = [({"version": "2.0.0"}, BAD)]
+    prom.matrix[BASELINE] = [({"version": "1.0.0"}, [math.nan] * 12)]  # it gets no traffic
+    result = with_baseline(prom)
+    assert result.outcome == "fail"
+    assert result.message.startswith('Gate "error ratio of 2.0.0" failed: ')
+    assert result.evidence["baseline"] == {"version": "1.0.0", "query": BASELINE, "samples": 0}
+
+
+def test_a_baseline_query_error_keeps_the_failure(prom: FakePrometheus) -> None:
+    prom.matrix[RENDERED] = [({"version": "2.0.0"}, BAD)]
+    prom.errors[BASELINE] = (503, "timeout", "query timed out in expression evaluation")
+    result = with_baseline(prom)
+    assert result.outcome == "fail"
+    assert "query timed out" in result.evidence["baseline"]["error"]
+
+
+def test_no_baseline_query_without_a_previous_version_or_with_the_option_off(
+    prom: FakePrometheus,
+) -> None:
+    prom.matrix[RENDERED] = [({"version": "2.0.0"}, BAD)]
+    prom.matrix[BASELINE] = [({"version": "1.0.0"}, BAD)]
+    first_deploy = evaluate(
+        PrometheusClient(prom.url), ERRORS, {"version": "2.0.0", "previous": ""}, START, END
+    )
+    assert first_deploy.outcome == "fail"
+    off = with_baseline(prom, ERRORS.model_copy(update={"compare_baseline": False}))
+    assert off.outcome == "fail"
+    assert "baseline" not in off.evidence
+    assert queried(prom) == [RENDERED, RENDERED]
+
+
+def test_only_a_failing_gate_about_the_new_version_asks_for_the_baseline(
+    prom: FakePrometheus,
+) -> None:
+    prom.matrix[RENDERED] = [({"version": "2.0.0"}, [0.0] * 12)]
+    assert with_baseline(prom).outcome == "pass"
+    # A query that compares the two versions itself has no baseline of its own.
+    ratio = PrometheusGate(
+        name="errors vs baseline",
+        query='ratio{{new="{version}",old="{previous}"}}',
+        op="<",
+        threshold=2,
+    )
+    prom.matrix['ratio{new="2.0.0",old="1.0.0"}'] = [({}, [3.0] * 12)]
+    assert with_baseline(prom, ratio).outcome == "fail"
+    assert queried(prom) == [RENDERED, 'ratio{new="2.0.0",old="1.0.0"}']
+
+
+def test_compare_baseline_is_on_by_default() -> None:
+    assert all(gate.compare_baseline for gate in Policy().prometheus_gates)
+    assert ERRORS.compare_baseline

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import operator
 import statistics
+import string
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,9 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 # How a breaching sample relates to the threshold, per operator, for messages.
 _BREACH_WORD = {"<": "at or above", "<=": "above", ">": "at or below", ">=": "below"}
 _EVIDENCE_POINTS = 200
+# A baseline breaching in at least this share of the canary's breach share counts as the same
+# problem (fleet-wide), not a worse release.
+_COMPARABLE_SHARE = 0.5
 
 
 class PrometheusError(InkdeployError):
@@ -170,8 +174,13 @@ def evaluate(
 ) -> GateResult:
     """Every sample of GATE's query over [START, END] against its threshold.
 
+    When the gate fails for ``{version}`` and ``compare_baseline`` is on, the same query runs for
+    the baseline (``params["previous"]``) over the same window: a baseline that breaches in a
+    comparable share of its samples makes the outcome "pause" (a fleet-wide problem, both
+    versions), not "fail". Without a baseline, or without its data, the gate fails as before.
+
     Prometheus errors propagate as PrometheusError: the caller decides what an unanswerable
-    gate means for the rollout.
+    gate means for the rollout. (An error on the baseline's query only keeps the failure.)
     """
     began = time.time()
     name = _name(gate.name, params)
@@ -214,19 +223,11 @@ def evaluate(
             f"{seen}: the new version may be receiving no traffic or not be scraped.",
         )
 
-    passes = _OPS[gate.op]
-    breaches = sum(1 for value in values if not passes(value, gate.threshold))
-    worst = max(values) if gate.op in ("<", "<=") else min(values)
+    figures = _figures(gate, values)
+    evidence.update(figures, series=_series_evidence(series))
+    breaches, worst = figures["breaches"], figures["worst"]
     which = "max" if gate.op in ("<", "<=") else "min"
     allowed = math.floor(gate.max_breach_ratio * len(values))
-    evidence.update(
-        breaches=breaches,
-        breach_ratio=breaches / len(values),
-        min=min(values),
-        median=statistics.median(values),
-        max=max(values),
-        series=_series_evidence(series),
-    )
     counts = f"{len(values)} samples, {breaches} {_BREACH_WORD[gate.op]}"
     if gate.max_breach_ratio:
         counts += f", {allowed} allowed"
@@ -234,9 +235,92 @@ def evaluate(
         f"{query} was {format_value(worst)} ({which} over {window}, {counts}) "
         f"against {gate.op} {gate.threshold:g}"
     )
-    if breaches / len(values) <= gate.max_breach_ratio:
+    if figures["breach_ratio"] <= gate.max_breach_ratio:
         return result("pass", f'Gate "{name}" passed: {seen}.')
+    baseline = _baseline(client, gate, params, start, end)
+    if baseline is not None:
+        evidence["baseline"] = baseline
+        if _fleet_wide(gate, figures, baseline):
+            return result("pause", _fleet_wide_message(name, gate, params, figures, baseline))
     return result("fail", f'Gate "{name}" failed: {seen}.')
+
+
+def _figures(gate: PrometheusGate, values: list[float]) -> dict[str, Any]:
+    """Breaches of the threshold and the spread of VALUES (not empty)."""
+    passes = _OPS[gate.op]
+    breaches = sum(1 for value in values if not passes(value, gate.threshold))
+    return {
+        "samples": len(values),
+        "breaches": breaches,
+        "breach_ratio": breaches / len(values),
+        "worst": max(values) if gate.op in ("<", "<=") else min(values),
+        "min": min(values),
+        "median": statistics.median(values),
+        "max": max(values),
+    }
+
+
+def _baseline(
+    client: PrometheusClient,
+    gate: PrometheusGate,
+    params: dict[str, str],
+    start: float,
+    end: float,
+) -> dict[str, Any] | None:
+    """The gate's query for the baseline over the same window, as evidence; None when there is
+    nothing to compare: compare_baseline off, no previous version (a first deploy), or a query
+    without {version} or already about {previous} (it compares the two versions itself)."""
+    previous = params.get("previous") or ""
+    if not gate.compare_baseline or not previous or previous == params.get("version"):
+        return None
+    fields = _placeholders(gate.query)
+    if "version" not in fields or "previous" in fields:
+        return None
+    query = render(gate.query, **{**params, "version": previous})
+    evidence: dict[str, Any] = {"version": previous, "query": query}
+    try:
+        series = client.query_range(query, start, end, gate.step_s)
+    except PrometheusError as exc:
+        return {**evidence, "samples": 0, "error": exc.message}
+    values = [value for _, points in series for _, value in points]
+    if not values:
+        return {**evidence, "samples": 0}
+    return {**evidence, **_figures(gate, values), "series": _series_evidence(series)}
+
+
+def _fleet_wide(gate: PrometheusGate, canary: dict[str, Any], baseline: dict[str, Any]) -> bool:
+    """The baseline fails the gate on its own, in at least half the canary's share of samples."""
+    if not baseline.get("samples"):
+        return False
+    share = baseline["breach_ratio"]
+    return share > gate.max_breach_ratio and share >= _COMPARABLE_SHARE * canary["breach_ratio"]
+
+
+def _fleet_wide_message(
+    name: str,
+    gate: PrometheusGate,
+    params: dict[str, str],
+    canary: dict[str, Any],
+    baseline: dict[str, Any],
+) -> str:
+    which = "max" if gate.op in ("<", "<=") else "min"
+    word = _BREACH_WORD[gate.op]
+    return (
+        f'Gate "{name}" breached on {params.get("version")} AND on the baseline '
+        f"{baseline['version']} over the same window ({which} {format_value(canary['worst'])} "
+        f"vs {format_value(baseline['worst'])}; {canary['breaches']} of {canary['samples']} vs "
+        f"{baseline['breaches']} of {baseline['samples']} samples {word} {gate.threshold:g}): "
+        "a fleet-wide problem (database, broker?), not the release; pausing: "
+        "'inkdeploy resume' or 'promote' to go on, 'abort' to roll back."
+    )
+
+
+def _placeholders(query: str) -> set[str]:
+    """The {names} in QUERY (PromQL's doubled braces are not placeholders)."""
+    try:
+        return {field for _, field, _, _ in string.Formatter().parse(query) if field}
+    except ValueError:
+        return set()
 
 
 def _name(template: str, params: dict[str, str]) -> str:

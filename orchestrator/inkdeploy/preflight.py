@@ -1,0 +1,571 @@
+"""Pre-flight before a rollout: is the fleet healthy enough that a failing gate would mean the
+release, and not the database, the broker or a load balancer?
+
+Read-only probes from the controller, all at once (one thread each) and each with a short
+timeout, so a dead host costs the timeout once, not once per host:
+
+- Patroni: GET /cluster (and GET /config, for synchronous_mode) on every host of group db;
+- Sentinel: SENTINEL get-master-addr-by-name on every host of group sentinel;
+- Prometheus: GET /api/v1/alerts, firing alerts of severity critical;
+- load balancers: a TCP connection to port 443 of every host of group lb.
+
+The probes only observe (``Observation``); ``evaluate`` and the ``evaluate_*`` functions are pure
+and turn observations into checks and problems, one sentence each, naming host and what was seen.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from inkdeploy.inventory import Environment
+from inkdeploy.lab.layout import LAB_NAME_RE, LabLayout
+from inkdeploy.runner import PROJECT
+
+__all__ = [
+    "Check",
+    "Observation",
+    "Observations",
+    "Preflight",
+    "evaluate",
+    "evaluate_alerts",
+    "evaluate_lbs",
+    "evaluate_patroni",
+    "evaluate_sentinels",
+    "run_preflight",
+]
+
+# nginx_lb listens on 443 (templates/etc/nginx/inkdeploy/servers.conf.j2 has no variable for it).
+LB_HTTPS_PORT = 443
+PATRONI_PORT = 8008  # roles/patroni: patroni_restapi_port
+SENTINEL_PORT = 26379  # roles/redis_sentinel: redis_sentinel_port
+SENTINEL_MASTER = "inkdeploy"  # roles/redis_sentinel: redis_sentinel_master_name
+# Past the probes' own timeouts (connect, then read), a probe still running is given up.
+_GRACE_S = 0.3
+_LEADER_ROLES = {"leader", "master", "primary", "standby_leader"}
+# Patroni 3.0.2 (Debian 12) reports a healthy replica as "running"; 3.0.4 and later as
+# "streaming" (or "in archive recovery" while it replays from the archive only).
+_SYNC_ROLES = {"sync_standby", "quorum_standby"}
+_SYNC_STATES = {"streaming", "running"}
+_IGNORED_ALERTS = {"Watchdog"}
+_RESP_CLIENT = PROJECT / "plugins" / "module_utils" / "inkdeploy_resp.py"
+_TEMPLATE = re.compile(r"^\{\{\s*([A-Za-z_]\w*)\s*\}\}$")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one probe saw: DATA (parsed answer) or ERROR (why there was none)."""
+
+    host: str
+    target: str  # "10.77.0.14:8008", "http://10.77.0.14:9090"
+    seconds: float = 0.0
+    data: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything the probes saw, plus the inventory's facts the rules need."""
+
+    patroni: list[Observation] = field(default_factory=list)  # GET /cluster per db host
+    patroni_config: list[Observation] = field(default_factory=list)  # GET /config per db host
+    sync_mode_inventory: bool = False  # patroni_synchronous_mode, if /config gives none
+    sentinels: list[Observation] = field(default_factory=list)
+    master_name: str = SENTINEL_MASTER
+    sentinel_auth: str = ""  # where the Sentinel password came from (never the value)
+    alerts: Observation | None = None  # None: no monitoring host
+    lbs: list[Observation] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Preflight:
+    """The verdict: PROBLEMS (empty: go) and what each check saw."""
+
+    problems: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+# --- the rules (pure) --------------------------------------------------------------------------
+
+
+def evaluate(obs: Observations) -> Preflight:
+    checks = [
+        evaluate_patroni(obs.patroni, obs.patroni_config, obs.sync_mode_inventory),
+        evaluate_sentinels(obs.sentinels, obs.master_name, obs.sentinel_auth),
+        evaluate_alerts(obs.alerts),
+        evaluate_lbs(obs.lbs),
+    ]
+    return Preflight(
+        problems=[p for check in checks for p in check.problems],
+        checks=[check.as_dict() for check in checks],
+    )
+
+
+def evaluate_patroni(
+    clusters: list[Observation], configs: list[Observation], sync_mode_inventory: bool
+) -> Check:
+    """A running leader, one only; with synchronous mode on and more than one member, a sync
+    standby that streams; every member's view of the cluster the same."""
+    if not clusters:
+        return Check("patroni", True, "no hosts in group db: nothing to check")
+    problems = [
+        f"Patroni on {o.host} ({o.target}) did not answer GET /cluster: {o.error}; check "
+        f"'systemctl status patroni' on {o.host}, or pass --force."
+        for o in clusters
+        if o.error is not None
+    ]
+    views = [(o.host, _members(o.data)) for o in clusters if o.error is None]
+    seconds = _longest(clusters + configs)
+    if not views:
+        return Check("patroni", False, "no member answered", seconds, problems)
+    sync_mode, sync_source = _sync_mode(configs, sync_mode_inventory)
+    host, members = _reference_view(views)
+    seen = _describe_members(members)
+    problems += _leader_problems(host, members, seen)
+    standbys = [m for m in members if m.get("role") in _SYNC_ROLES]
+    streaming = [m for m in standbys if m.get("state") in _SYNC_STATES]
+    if sync_mode and len(members) > 1 and not streaming:
+        problems.append(
+            f"Patroni on {host} reports no sync standby (members: {seen}); "
+            "fix replication or pass --force."
+        )
+    problems += _disagreement(views)
+    detail = f"{host} sees {seen}; synchronous_mode {'on' if sync_mode else 'off'} ({sync_source})"
+    return Check("patroni", not problems, detail, seconds, problems)
+
+
+def _members(data: Any) -> list[dict[str, Any]]:
+    members = data.get("members") if isinstance(data, dict) else None
+    return [m for m in members or [] if isinstance(m, dict)]
+
+
+def _reference_view(views: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
+    """The leader's own view when it answered, else the first member's."""
+    for host, members in views:
+        if any(m.get("name") == host and m.get("role") in _LEADER_ROLES for m in members):
+            return host, members
+    return views[0]
+
+
+def _leader_problems(host: str, members: list[dict[str, Any]], seen: str) -> list[str]:
+    leaders = [m for m in members if m.get("role") in _LEADER_ROLES]
+    if not leaders:
+        return [
+            f"Patroni on {host} reports no leader (members: {seen}); PostgreSQL takes no writes: "
+            "see 'patronictl list', or pass --force."
+        ]
+    if len(leaders) > 1:
+        names = ", ".join(str(m.get("name")) for m in leaders)
+        return [
+            f"Patroni on {host} reports {len(leaders)} leaders ({names}; members: {seen}); "
+            "see 'patronictl list' before anything writes, or pass --force."
+        ]
+    leader = leaders[0]
+    if leader.get("state") != "running":
+        return [
+            f"Patroni on {host} reports leader {leader.get('name')} in state "
+            f"{leader.get('state')!r}, not running (members: {seen}); wait for it or pass --force."
+        ]
+    return []
+
+
+def _disagreement(views: list[tuple[str, list[dict]]]) -> list[str]:
+    def summary(members: list[dict[str, Any]]) -> str:
+        leaders = sorted(str(m.get("name")) for m in members if m.get("role") in _LEADER_ROLES)
+        names = sorted(str(m.get("name")) for m in members)
+        return f"leader {', '.join(leaders) or 'none'} of {', '.join(names) or 'no members'}"
+
+    seen = {host: summary(members) for host, members in views}
+    if len(set(seen.values())) <= 1:
+        return []
+    told = "; ".join(f"{host} sees {text}" for host, text in seen.items())
+    return [
+        f"The Patroni members disagree about the cluster ({told}): a failover in progress or a "
+        "split; wait for 'patronictl list' to settle, or pass --force."
+    ]
+
+
+def _sync_mode(configs: list[Observation], inventory: bool) -> tuple[bool, str]:
+    """synchronous_mode as the cluster (GET /config, the DCS) has it, else the inventory's."""
+    for o in configs:
+        if o.error is None and isinstance(o.data, dict) and "synchronous_mode" in o.data:
+            return _truthy(o.data["synchronous_mode"]), f"GET /config on {o.host}"
+    return inventory, "inventory patroni_synchronous_mode"
+
+
+def _describe_members(members: list[dict[str, Any]]) -> str:
+    if not members:
+        return "none"
+    parts = []
+    for m in members:
+        text = f"{m.get('name')} {m.get('role')} {m.get('state')}"
+        if m.get("role") not in _LEADER_ROLES and "lag" in m:
+            text += f" lag {_size(m['lag'])}"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _size(lag: Any) -> str:
+    if not isinstance(lag, int | float) or isinstance(lag, bool):
+        return str(lag)  # Patroni writes "unknown" when it cannot tell
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if abs(lag) >= scale:
+            return f"{lag / scale:.1f} {unit}"
+    return f"{lag:.0f} B"
+
+
+def evaluate_sentinels(obs: list[Observation], master_name: str, auth: str = "") -> Check:
+    """A majority of the sentinels name a master, and all who answer name the same one."""
+    if not obs:
+        return Check("sentinel", True, "no hosts in group sentinel: nothing to check")
+    named = {o.host: _address(o.data) for o in obs if o.error is None and _address(o.data)}
+    failed = {
+        o.host: o.error or f'does not monitor a master named "{master_name}"'
+        for o in obs
+        if o.host not in named
+    }
+    needed = len(obs) // 2 + 1
+    said = ", ".join(f"{host} says {addr}" for host, addr in named.items())
+    silent = "; ".join(f"{host}: {why}" for host, why in failed.items())
+    detail = "; ".join(filter(None, [said, silent, auth]))
+    problems = []
+    if len(set(named.values())) > 1:
+        problems.append(
+            f'The sentinels disagree on the Redis master of "{master_name}" ({said}): a '
+            "failover in progress or a split; wait for it to settle (SENTINEL masters on each), "
+            "or pass --force."
+        )
+    elif len(named) < needed:
+        problems.append(
+            f'{len(named)} of {len(obs)} sentinels named a Redis master for "{master_name}", '
+            f"{needed} needed for a failover ({silent}); bring the sentinels back, or pass --force."
+        )
+    return Check("sentinel", not problems, detail, _longest(obs), problems)
+
+
+def _address(data: Any) -> str | None:
+    if isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data):
+        return f"{data[0]}:{data[1]}"
+    return None
+
+
+def evaluate_alerts(obs: Observation | None) -> Check:
+    """No firing alert of severity critical (Watchdog, which always fires, aside)."""
+    if obs is None:
+        return Check("alerts", True, "no monitoring host and no prometheus_url: alerts not checked")
+    if obs.error is not None:
+        problem = (
+            f"Prometheus at {obs.target} did not answer GET /api/v1/alerts: {obs.error}; the "
+            "rollout's gates need it: check it, or pass --force."
+        )
+        return Check("alerts", False, "Prometheus did not answer", obs.seconds, [problem])
+    alerts = [a for a in obs.data or [] if isinstance(a, dict)]
+    critical = [a for a in alerts if _is_critical_firing(a)]
+    problems = [_alert_problem(a) for a in critical]
+    detail = f"{len(critical)} critical firing of {len(alerts)} alerts (Watchdog ignored)"
+    return Check("alerts", not problems, detail, obs.seconds, problems)
+
+
+def _is_critical_firing(alert: dict[str, Any]) -> bool:
+    labels = alert.get("labels") or {}
+    return (
+        alert.get("state") == "firing"
+        and labels.get("severity") == "critical"
+        and labels.get("alertname") not in _IGNORED_ALERTS
+    )
+
+
+def _alert_problem(alert: dict[str, Any]) -> str:
+    labels = alert.get("labels") or {}
+    where = labels.get("host") or labels.get("instance") or "the fleet"
+    summary = str((alert.get("annotations") or {}).get("summary", "")).strip().rstrip(".")
+    since = f" since {alert['activeAt']}" if alert.get("activeAt") else ""
+    what = f" ({summary})" if summary else ""
+    return (
+        f"Alert {labels.get('alertname', '?')} (critical) is firing on {where}{since}{what}; "
+        "fix it first, or pass --force."
+    )
+
+
+def evaluate_lbs(obs: list[Observation]) -> Check:
+    """Every load balancer accepts a TCP connection on its HTTPS port."""
+    if not obs:
+        return Check("load balancers", True, "no hosts in group lb: nothing to check")
+    problems = [
+        f"Load balancer {o.host} ({o.target}) did not accept a TCP connection: {o.error}; "
+        f"check nginx on {o.host} (systemctl status nginx), or pass --force."
+        for o in obs
+        if o.error is not None
+    ]
+    up = [o.host for o in obs if o.error is None]
+    detail = f"{len(up)} of {len(obs)} accept connections" + (f" ({', '.join(up)})" if up else "")
+    return Check("load balancers", not problems, detail, _longest(obs), problems)
+
+
+def _longest(obs: list[Observation]) -> float:
+    return max((o.seconds for o in obs), default=0.0)
+
+
+def _truthy(value: Any) -> bool:
+    """Ansible's and Patroni's booleans (true, "on", "yes", 1); "quorum" (Patroni 4) is on."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in {"true", "on", "yes", "1", "quorum"}
+
+
+# --- the probes (I/O) --------------------------------------------------------------------------
+
+Task = tuple[str, str, str, Callable[[], Any]]  # kind, host, target, call
+
+
+def run_preflight(env: Environment, timeout_s: float = 2.0) -> Preflight:
+    """Probe the fleet of ENV (read-only, in parallel, TIMEOUT_S per connect and per read) and
+    evaluate what was seen."""
+    tasks: list[Task] = []
+    tasks += _patroni_tasks(env, timeout_s)
+    sentinel_tasks, master, auth = _sentinel_tasks(env, timeout_s)
+    tasks += sentinel_tasks
+    tasks += _alert_tasks(env, timeout_s)
+    tasks += _lb_tasks(env, timeout_s)
+    seen = _run_all(tasks, timeout_s)
+
+    def of(kind: str) -> list[Observation]:
+        return [o for k, o in seen if k == kind]
+
+    db = env.groups.get("db", [])
+    sync_inventory = bool(db) and _truthy(_hostvar(env, db[0], "patroni_synchronous_mode"))
+    alerts = of("alerts")
+    return evaluate(
+        Observations(
+            patroni=of("patroni"),
+            patroni_config=of("patroni_config"),
+            sync_mode_inventory=sync_inventory,
+            sentinels=of("sentinel"),
+            master_name=master,
+            sentinel_auth=auth,
+            alerts=alerts[0] if alerts else None,
+            lbs=of("lb"),
+        )
+    )
+
+
+def _run_all(tasks: list[Task], timeout_s: float) -> list[tuple[str, Observation]]:
+    """Run every task at once; a task still running shortly after TIMEOUT_S (a connect that
+    took nearly the timeout, then a read that did too) is given up and reported as such."""
+    if not tasks:
+        return []
+    deadline_s = timeout_s + _GRACE_S
+    pool = ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="preflight")
+    began = time.monotonic()
+    futures: list[tuple[Future[Observation], str]] = [
+        (pool.submit(_observe, host, target, call, timeout_s), kind)
+        for kind, host, target, call in tasks
+    ]
+    wait([f for f, _ in futures], timeout=deadline_s)
+    pool.shutdown(wait=False, cancel_futures=True)  # never wait for a hung probe
+    out = []
+    for (future, kind), (_, host, target, _call) in zip(futures, tasks, strict=True):
+        if future.done():
+            out.append((kind, future.result()))
+        else:
+            late = Observation(
+                host, target, time.monotonic() - began, error=f"no answer within {deadline_s:g} s"
+            )
+            out.append((kind, late))
+    return out
+
+
+def _observe(host: str, target: str, call: Callable[[], Any], timeout_s: float) -> Observation:
+    began = time.monotonic()
+    try:
+        data = call()
+    except Exception as exc:  # every failure is an observation, none a crash
+        return Observation(host, target, time.monotonic() - began, error=_reason(exc, timeout_s))
+    return Observation(host, target, time.monotonic() - began, data=data)
+
+
+def _reason(exc: Exception, timeout_s: float) -> str:
+    """A short, secret-free reason: 'no answer within 2 s', 'connection refused', 'HTTP 503'."""
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+        return "connection refused"
+    if isinstance(exc, json.JSONDecodeError):
+        return "the answer is not JSON"
+    return str(exc) or type(exc).__name__
+
+
+def _get_json(url: str, timeout_s: float) -> Any:
+    response = httpx.get(url, timeout=timeout_s)
+    response.raise_for_status()
+    return response.json()
+
+
+def _patroni_tasks(env: Environment, timeout_s: float) -> list[Task]:
+    tasks: list[Task] = []
+    for host in env.groups.get("db", []):
+        address = _hostvar(env, host, "patroni_restapi_address") or env.address(host)
+        port = int(_hostvar(env, host, "patroni_restapi_port") or PATRONI_PORT)
+        base = f"http://{address}:{port}"
+        # GET endpoints need no password (restapi.authentication guards the unsafe ones only).
+        for kind, path in (("patroni", "/cluster"), ("patroni_config", "/config")):
+            tasks.append((kind, host, f"{address}:{port}", _bind_get(base + path, timeout_s)))
+    return tasks
+
+
+def _bind_get(url: str, timeout_s: float) -> Callable[[], Any]:
+    return lambda: _get_json(url, timeout_s)
+
+
+def _sentinel_tasks(env: Environment, timeout_s: float) -> tuple[list[Task], str, str]:
+    hosts = env.groups.get("sentinel", [])
+    if not hosts:
+        return [], SENTINEL_MASTER, ""
+    first = hosts[0]
+    master = (
+        _hostvar(env, first, "redis_sentinel_master_name")
+        or _hostvar(env, first, "redis_master_name")
+        or SENTINEL_MASTER
+    )
+    password, source = _secret(env, first, "redis_sentinel_password")
+    auth = f"password from {source}" if password else "no password known (none sent)"
+    tasks: list[Task] = []
+    for host in hosts:
+        address = env.address(host)
+        port = int(_hostvar(env, host, "redis_sentinel_port") or SENTINEL_PORT)
+
+        def ask(address: str = address, port: int = port) -> Any:
+            return _ask_sentinel(address, port, password, master, timeout_s)
+
+        tasks.append(("sentinel", host, f"{address}:{port}", ask))
+    return tasks, master, auth
+
+
+def _ask_sentinel(
+    address: str, port: int, password: str | None, master: str, timeout_s: float
+) -> Any:
+    resp = _resp_client()
+    conn = resp.Connection(address, port, timeout=timeout_s)
+    try:
+        if password:
+            conn.call("AUTH", password)
+        return conn.call("SENTINEL", "get-master-addr-by-name", master)
+    finally:
+        conn.buf.close()  # Connection.close() leaves its makefile (and so the socket) open
+        conn.close()
+
+
+@cache
+def _resp_client() -> ModuleType:
+    """The RESP client the redis and redis_sentinel modules use (plugins/module_utils), loaded
+    from the project checkout as the playbooks are: it is plain Python with no Ansible import."""
+    spec = importlib.util.spec_from_file_location("inkdeploy_resp", _RESP_CLIENT)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the RESP client from {_RESP_CLIENT}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _alert_tasks(env: Environment, timeout_s: float) -> list[Task]:
+    url = env.prometheus_url
+    if not url:
+        return []
+    monitoring = env.groups.get("monitoring", [])
+    host = monitoring[0] if monitoring and not env.policy.prometheus_url else "prometheus"
+
+    def alerts() -> Any:
+        return (_get_json(f"{url}/api/v1/alerts", timeout_s).get("data") or {}).get("alerts", [])
+
+    return [("alerts", host, url, alerts)]
+
+
+def _lb_tasks(env: Environment, timeout_s: float) -> list[Task]:
+    tasks: list[Task] = []
+    for host in env.groups.get("lb", []):
+        address = env.address(host)
+
+        def connect(address: str = address) -> None:
+            socket.create_connection((address, LB_HTTPS_PORT), timeout=timeout_s).close()
+
+        tasks.append(("lb", host, f"{address}:{LB_HTTPS_PORT}", connect))
+    return tasks
+
+
+# --- inventory values and secrets --------------------------------------------------------------
+
+
+def _hostvar(env: Environment, host: str, name: str, depth: int = 3) -> Any:
+    """HOST's NAME as ansible-inventory shows it, following plain '{{ other }}' references;
+    None when unset or still a template (ansible-inventory does not render them)."""
+    value = env.hostvars.get(host, {}).get(name)
+    if isinstance(value, str):
+        match = _TEMPLATE.match(value.strip())
+        if match and depth > 0:
+            return _hostvar(env, host, match.group(1), depth - 1)
+        if "{{" in value or "{%" in value:
+            return None
+    if isinstance(value, dict):  # a vaulted value without the vault password
+        return None
+    return value
+
+
+def _secret(env: Environment, host: str, name: str) -> tuple[str | None, str]:
+    """NAME's value and where it came from: the inventory (the lab writes its secrets into its
+    hosts.yml; production decrypts Vault), else a lab's own secrets file (read, never written)."""
+    value = _hostvar(env, host, name)
+    if isinstance(value, str) and value:
+        return value, f"the inventory ({name})"
+    lab = _hostvar(env, host, "inkdeploy_lab")
+    if isinstance(lab, str) and LAB_NAME_RE.match(lab):
+        store = LabLayout.for_lab(lab).root / "secrets.json"
+        stored = _read_json(store).get(name)
+        if isinstance(stored, str) and stored:
+            return stored, f"the lab's {store} ({name})"
+    return None, ""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
