@@ -231,4 +231,12 @@ class Policy(_Strict):
     canary: Canary = Field(default_factory=Canary)
     hooks: Hooks = Field(default_factory=Hooks)
     notify: Notify = Field(default_factory=Notify)
+    # A lock held without a lease (a freeze by hand) looks possibly stale after this long.
     lock_stale_s: float = Field(7200.0, gt=0)
+    # A rollout's lock lease, renewed every lease/4 s (at most 15 s): a holder silent for longer
+    # has died (on whatever controller) and the next rollout takes the lock over.
+    lock_lease_s: float = Field(90.0, ge=10)
+    # A paused rollout (a gate asking for an operator, `inkdeploy pause`, a manual approval)
+    # waits this long for resume/promote/abort, then rolls back: it holds the lock and possibly
+    # a partial canary weight meanwhile.
+    pause_timeout_s: float = Field(1800.0, gt=0)

@@ -7,7 +7,8 @@ import base64
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,20 @@ from inkdeploy.plan import (
     PlanError,
     emergency_weights,
     make_plan,
+    new_rollout_id,
     restore_steps,
     rollback_plan,
 )
 from inkdeploy.runner import PROJECT, Progress, Runner
 from inkdeploy.state.journal import Journal, JournalView, state_dir
-from inkdeploy.state.lock import FleetLock, LockHeld, describe_holder, holder_info, whoami
+from inkdeploy.state.lock import (
+    FleetLock,
+    Heartbeat,
+    LockHeld,
+    describe_holder,
+    holder_info,
+    whoami,
+)
 
 FACT_TASKS = ("Read the slots", "Read the weights nginx serves", "Read the deploy lock")
 
@@ -50,6 +59,8 @@ class Session:
     # the deploy lock's holder as the last read_fleet saw it ({} when free)
     lock_holder: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # renews the lease while this session holds the lock (see hold())
+    heartbeat: Heartbeat | None = None
 
     @classmethod
     def open(
@@ -89,6 +100,26 @@ class Session:
             confs,
             self.env.worker_hosts,
         )
+
+    @contextmanager
+    def hold(self, holder: dict[str, Any], *, takeover: bool = False) -> Iterator[Heartbeat]:
+        """Take the deploy lock with a lease and renew it until the block ends; every playbook
+        run meanwhile tells the fleet's lock checks (site.yml, lb-weights.yml) that it is the
+        holder. The caller releases the lock (with its history record)."""
+        lease = self.env.policy.lock_lease_s
+        self.lock.acquire(holder, takeover=takeover, lease_s=lease)
+        self.runner.lock_owner = holder["rollout"]
+        # its own runner: renewals run beside the steps and show no progress
+        quiet = FleetLock(Runner(self.env.inventory), self.env.policy.app, self.lock.stale_after)
+        self.heartbeat = Heartbeat(quiet, holder["rollout"], min(15.0, lease / 4))
+        try:
+            with self.heartbeat:
+                yield self.heartbeat
+        finally:
+            self.runner.lock_owner = ""
+
+    def lock_lost(self) -> dict[str, Any] | None:
+        return self.heartbeat.lost if self.heartbeat else None
 
 
 def check_artifact(env: Environment, version: str, artifact: Path | None) -> Path:
@@ -134,6 +165,8 @@ class RolloutRequest:
     lock_wait: float = 0.0
     json: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    # start even when the pre-flight checks of the data tier and alerts find problems
+    force: bool = False
 
 
 def _events(session: Session, rollout: str, json_out: bool) -> Events:
@@ -148,21 +181,32 @@ def _events(session: Session, rollout: str, json_out: bool) -> Events:
     return events
 
 
-def prepare(session: Session, req: RolloutRequest) -> tuple[Plan, Fleet, Path]:
+def prepare(
+    session: Session, req: RolloutRequest, rollout: str | None = None
+) -> tuple[Plan, Fleet, Path]:
     """Everything that can be checked without changing the fleet: inputs, fleet state, plan,
-    gate queries. Raises an InkdeployError with one sentence when anything is wrong."""
+    gate queries. Raises an InkdeployError with one sentence when anything is wrong.
+     RollOUT: the id under which the caller holds the deploy lock already (a rollout reads the
+    fleet only once it holds the lock, so nothing moves between its reading and its plan);
+    None for `inkdeploy plan`, which takes no lock."""
     strategy = req.strategy or session.env.policy.strategy
     artifact = check_artifact(session.env, req.version, req.artifact)
     fleet = session.read_fleet()
-    if session.lock_holder:
+    holder = session.lock_holder
+    if holder and not holder.get("expired") and holder.get("rollout") != rollout:
         # the holder's rollout is the reason the fleet may look odd: say that first
         raise LockHeld(
             "Another rollout holds the deploy lock: "
-            f"{describe_holder(session.lock_holder, session.env.policy.lock_stale_s)}. Wait for "
+            f"{describe_holder(holder, session.env.policy.lock_stale_s)}. Wait for "
             "it (--lock-wait), or if it is stale, `inkdeploy lock release --force`."
         )
     plan = make_plan(
-        fleet, session.env.policy, req.version, strategy, tuple(session.env.worker_hosts)
+        fleet,
+        session.env.policy,
+        req.version,
+        strategy,
+        tuple(session.env.worker_hosts),
+        rollout=rollout,
     )
     check_gate_queries(session.env, req.version, plan.previous)
     return plan, fleet, artifact
@@ -180,13 +224,14 @@ def _context(session: Session, events: Events, artifact: Path | None, ask: Any) 
         artifact=artifact,
         prometheus_url=session.env.prometheus_url,
         ask_approval=ask,
+        lock_lost=session.lock_lost,
     )
 
 
 @dataclass
 class RolloutResult:
     rollout: str
-    result: str  # succeeded | rolled_back | rollback_failed
+    result: str  # succeeded | rolled_back | rollback_failed | stopped (the lock was taken)
     version: str
     previous: str | None
     message: str
@@ -228,6 +273,30 @@ def _signals_to_exceptions() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+@contextmanager
+def deferred_signals(events: Events) -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM while traffic is moved back and the rollback finishes: a second
+    Ctrl-C must not leave traffic split and the lock released. The signals are reported, and
+    the command ends normally once the rollback is done (SIGKILL still stops it; then
+    `rollout --resume` finishes the rollback)."""
+    received: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        received.append(signum)
+        events.emit(
+            "signal_deferred", signal=signal.Signals(signum).name,
+            message="Rolling back: traffic goes back to the last good release first; the "
+            "command ends when the rollback is done.",
+        )  # fmt: skip
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_plan(
     session: Session,
     plan: Plan,
@@ -252,57 +321,121 @@ def run_plan(
             plan.rollout, "succeeded", plan.version, plan.previous,
             f"{plan.version} is live ({plan.strategy}).", time.monotonic() - began, gates=gates,
         )  # fmt: skip
+    if outcome.lock_lost:
+        return RolloutResult(
+            plan.rollout, "stopped", plan.version, plan.previous, outcome.message,
+            time.monotonic() - began, gates=gates,
+        )  # fmt: skip
     if plan.kind == "rollback" or not plan.previous:
         return RolloutResult(
             plan.rollout, "rollback_failed", plan.version, plan.previous, outcome.message,
             time.monotonic() - began, gates=gates,
         )  # fmt: skip
-    # Bring traffic back to the last good release: first the one reload that is safe without
-    # looking (when there is one), then from the fleet as it is now whatever else is needed.
-    events.emit("rollback_started", reason=outcome.message, target=plan.previous)
-    rb_began, rb_began_wall = time.monotonic(), time.time()
-    traffic_back: float | None = None
-    try:
-        emergency = emergency_weights(plan, outcome.failed_step)
-        if emergency:
-            fast = Plan(plan.rollout, "rollback", plan.strategy, plan.previous, plan.version,
-                        [emergency])  # fmt: skip
-            if Executor(_context(session, events, None, None), fast).run(phase="rollback").ok:
-                traffic_back = time.monotonic() - rb_began
-        fleet = session.read_fleet()
-        steps = restore_steps(
-            fleet, plan.previous, plan.base_weights, tuple(session.env.worker_hosts)
-        )
-        restore = Plan(plan.rollout, "rollback", plan.strategy, plan.previous, plan.version, steps)
-        rb_ctx = _context(session, events, None, None)
-        rb = Executor(rb_ctx, restore).run(phase="rollback")
-        rb_ok, rb_message = rb.ok, rb.message
-        if traffic_back is None and rb_ctx.traffic_switched:
-            traffic_back = rb_ctx.traffic_switched - rb_began_wall
-    except InkdeployError as exc:
-        rb_ok, rb_message = False, exc.message
-    rb_seconds = time.monotonic() - rb_began
-    events.emit(
-        "rollback_finished", ok=rb_ok, seconds=round(rb_seconds, 2), message=rb_message,
-        traffic_back_s=round(traffic_back, 2) if traffic_back is not None else None,
-    )  # fmt: skip
+    return roll_back(session, plan, events, outcome.message, outcome.failed_step, began, gates)
+
+
+def roll_back(
+    session: Session,
+    plan: Plan,
+    events: Events,
+    reason: str,
+    failed_step: int | None,
+    began: float,
+    gates: list[dict[str, Any]] | None = None,
+    fast: bool = True,
+) -> RolloutResult:
+    """Bring traffic back to plan.previous: first the one reload that is safe without looking
+    (FAST, when there is one), then from the fleet as it is now whatever else is needed.
+    Signals wait until it is done. Also how `rollout --resume` finishes a rollback that a
+    killed orchestrator had begun (FAST off: the old slots may have stopped since)."""
+    if not plan.previous:
+        raise PlanError(f"Rollout {plan.rollout} has no previous release to roll back to.")
+    with deferred_signals(events) as held:
+        events.emit("rollback_started", reason=reason, target=plan.previous)
+        rb_began, rb_began_wall = time.monotonic(), time.time()
+        traffic_back: float | None = None
+        try:
+            emergency = emergency_weights(plan, failed_step) if fast else None
+            if emergency:
+                fast_plan = Plan(plan.rollout, "rollback", plan.strategy, plan.previous,
+                                 plan.version, [emergency])  # fmt: skip
+                ctx = _context(session, events, None, None)
+                if Executor(ctx, fast_plan).run(phase="rollback").ok:
+                    traffic_back = time.monotonic() - rb_began
+            fleet = session.read_fleet()
+            steps = restore_steps(
+                fleet, plan.previous, plan.base_weights, tuple(session.env.worker_hosts)
+            )
+            restore = Plan(plan.rollout, "rollback", plan.strategy, plan.previous, plan.version,
+                           steps)  # fmt: skip
+            rb_ctx = _context(session, events, None, None)
+            rb = Executor(rb_ctx, restore).run(phase="rollback")
+            rb_ok, rb_message = rb.ok, rb.message
+            if traffic_back is None and rb_ctx.traffic_switched:
+                traffic_back = rb_ctx.traffic_switched - rb_began_wall
+        except InkdeployError as exc:
+            rb_ok, rb_message = False, exc.message
+        rb_seconds = time.monotonic() - rb_began
+        events.emit(
+            "rollback_finished", ok=rb_ok, seconds=round(rb_seconds, 2), message=rb_message,
+            traffic_back_s=round(traffic_back, 2) if traffic_back is not None else None,
+        )  # fmt: skip
+    held_note = " A Ctrl-C/SIGTERM during the rollback was held until it finished." if held else ""
     if rb_ok:
         back = f"{traffic_back:.1f} s after the failure, " if traffic_back is not None else ""
         message = (
-            f"{outcome.message} Traffic is back on {plan.previous} ({back}"
+            f"{reason} Traffic is back on {plan.previous} ({back}"
             f"rollback done in {rb_seconds:.1f} s). Run 'inkdeploy history' for the full record."
+            f"{held_note}"
         )
         result = "rolled_back"
     else:
         message = (
-            f"{outcome.message} The automatic rollback to {plan.previous} failed too: "
-            f"{rb_message} Run `inkdeploy status`, then `inkdeploy rollback`."
+            f"{reason} The automatic rollback to {plan.previous} failed too: "
+            f"{rb_message} Run `inkdeploy status`, then `inkdeploy rollback`.{held_note}"
         )
         result = "rollback_failed"
     return RolloutResult(
         plan.rollout, result, plan.version, plan.previous, message,
-        time.monotonic() - began, rb_seconds, gates, traffic_back,
+        time.monotonic() - began, rb_seconds, gates or [], traffic_back,
     )  # fmt: skip
+
+
+def _refuse_if_busy(session: Session) -> None:
+    """A rollout of this controller that runs, or was interrupted and is not finished."""
+    current = session.journal.current()
+    if not current:
+        return
+    view = session.journal.read(current)
+    if view.active:
+        raise LockHeld(
+            f"Rollout {current} is still running from this controller (pid {view.pid}); "
+            "use `inkdeploy pause|promote|abort` or wait for it."
+        )
+    if view.interrupted and view.steps:
+        raise PlanError(f"{interrupted_summary(view)}; {interrupted_advice(view)}")
+
+
+def interrupted_summary(view: JournalView) -> str:
+    version = view.started.get("version")
+    if view.must_roll_back:
+        return (
+            f"Rollout {view.rollout} of {version} was interrupted during its automatic rollback "
+            f"to {view.started.get('previous')}"
+        )
+    return (
+        f"Rollout {view.rollout} of {version} was interrupted at step "
+        f"{view.next_step + 1}/{len(view.steps)}"
+    )
+
+
+def interrupted_advice(view: JournalView) -> str:
+    if view.must_roll_back:
+        return (
+            f"finish the rollback with `inkdeploy rollout --resume` (or `inkdeploy rollback`); "
+            f"{view.started.get('version')} is not rolled out again"
+        )
+    return "finish it with `inkdeploy rollout --resume` or undo it with `inkdeploy rollback`"
 
 
 def rollout(
@@ -312,45 +445,43 @@ def rollout(
     confirm: Callable[[Plan], bool] | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> RolloutResult:
+    """Take the deploy lock, then read the fleet and plan (nothing can move in between), ask,
+    execute, roll back on failure. Until the first step runs, any refusal releases the lock
+    and changes nothing."""
     session = Session.open(req.inventory, progress, req.overrides)
-    current = session.journal.current()
-    if current:
-        view = session.journal.read(current)
-        if view.active:
-            raise LockHeld(
-                f"Rollout {current} is still running from this controller (pid {view.pid}); "
-                "use `inkdeploy pause|promote|abort` or wait for it."
-            )
-        if view.interrupted and view.steps:
-            raise PlanError(
-                f"Rollout {current} of {view.started.get('version')} was interrupted at step "
-                f"{view.next_step + 1}/{len(view.steps)}; finish it with "
-                "`inkdeploy rollout --resume` or undo it with `inkdeploy rollback`."
-            )
+    _refuse_if_busy(session)
+    strategy = req.strategy or session.env.policy.strategy
+    check_artifact(session.env, req.version, req.artifact)
     if req.lock_wait > 0:
         session.lock.wait_free(req.lock_wait)
-    plan, fleet, artifact = prepare(session, req)
-    if confirm and not confirm(plan):
-        raise InkdeployError("Not confirmed; nothing was changed.", exit_code=1)
-    session.lock.acquire(holder_info(plan.rollout, plan.version, plan.strategy, req.message))
-    started = time.time()
-    events = _events(session, plan.rollout, req.json)
-    if on_event:
-        events.subscribe(on_event)
-    _signals_to_exceptions()
-    result: RolloutResult | None = None
-    try:
-        session.journal.set_current(plan.rollout)
-        session.journal.clear_requests()
-        events.emit(
-            "rollout_started", pid=os.getpid(), user=whoami(), app=session.env.policy.app,
-            environment=session.env.name, inventory=str(req.inventory.resolve()),
-            artifact=str(artifact), message=req.message, fleet=fleet.to_dict(), **plan.to_dict(),
-        )  # fmt: skip
-        result = run_plan(session, plan, events, artifact, ask)
-        return result
-    finally:
-        _close(session, plan, events, result, started)
+    rollout_id = new_rollout_id(req.version)
+    with session.hold(holder_info(rollout_id, req.version, strategy, req.message)):
+        try:
+            plan, fleet, artifact = prepare(session, req, rollout_id)
+            if confirm and not confirm(plan):
+                raise InkdeployError("Not confirmed; nothing was changed.", exit_code=1)
+        except BaseException:
+            session.lock.release(rollout_id)  # nothing ran: no history entry
+            raise
+        started = time.time()
+        events = _events(session, plan.rollout, req.json)
+        if on_event:
+            events.subscribe(on_event)
+        _signals_to_exceptions()
+        result: RolloutResult | None = None
+        try:
+            session.journal.set_current(plan.rollout)
+            session.journal.clear_requests()
+            events.emit(
+                "rollout_started", pid=os.getpid(), user=whoami(), app=session.env.policy.app,
+                environment=session.env.name, inventory=str(req.inventory.resolve()),
+                artifact=str(artifact), message=req.message, fleet=fleet.to_dict(),
+                **plan.to_dict(),
+            )  # fmt: skip
+            result = run_plan(session, plan, events, artifact, ask)
+            return result
+        finally:
+            _close(session, plan, events, result, started)
 
 
 def _close(
@@ -362,6 +493,8 @@ def _close(
     events.emit("rollout_finished", result=final, message=reason, app=session.env.policy.app)
     events.close()
     session.journal.set_current(None)
+    if session.heartbeat:
+        session.heartbeat.stop()
     session.lock.release(plan.rollout, _record(plan, final, reason, started, time.time() - started))
 
 
@@ -372,26 +505,37 @@ def resume(
     ask: Any = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> RolloutResult:
+    """Finish an interrupted rollout: from the interrupted step when its steps were going well,
+    or, when a step had failed or its automatic rollback had begun, the rollback (the release
+    is abandoned, never promoted)."""
     session = Session.open(inventory, progress)
     view = _interrupted(session)
     plan = Plan.from_dict(view.started)
     artifact = Path(view.started["artifact"]) if view.started.get("artifact") else None
     holder = holder_info(plan.rollout, plan.version, plan.strategy, "resumed")
-    session.lock.acquire(holder, takeover=True)
-    events = _events(session, plan.rollout, json_out)
-    if on_event:
-        events.subscribe(on_event)
-    _signals_to_exceptions()
-    started = time.time()
-    result: RolloutResult | None = None
-    try:
-        session.journal.set_current(plan.rollout)
-        events.emit("resumed", pid=os.getpid(), user=whoami(), from_step=view.next_step)
-        # The interrupted step may have half-run: every step is idempotent, so run it again.
-        result = run_plan(session, plan, events, artifact, ask, start=view.next_step)
-        return result
-    finally:
-        _close(session, plan, events, result, started)
+    with session.hold(holder, takeover=True):
+        events = _events(session, plan.rollout, json_out)
+        if on_event:
+            events.subscribe(on_event)
+        _signals_to_exceptions()
+        started = time.time()
+        result: RolloutResult | None = None
+        try:
+            session.journal.set_current(plan.rollout)
+            if view.must_roll_back and plan.previous:
+                reason = (view.rollback or {}).get("reason") or next(
+                    iter(view.failed.values()), "The rollout was interrupted."
+                )
+                events.emit("resumed", pid=os.getpid(), user=whoami(), rollback=True)
+                result = roll_back(session, plan, events, reason, None, time.monotonic(),
+                                   fast=False)  # fmt: skip
+            else:
+                events.emit("resumed", pid=os.getpid(), user=whoami(), from_step=view.next_step)
+                # The interrupted step may have half-run: every step is idempotent: run it again.
+                result = run_plan(session, plan, events, artifact, ask, start=view.next_step)
+            return result
+        finally:
+            _close(session, plan, events, result, started)
 
 
 def _interrupted(session: Session) -> JournalView:
@@ -481,7 +625,26 @@ def rollback(
     plan = rollback_plan(fleet, target, current, tuple(session.env.worker_hosts), base)
     rollout_id = interrupted.rollout if interrupted else plan.rollout
     holder = holder_info(rollout_id, target, "rollback", message or "rollback")
-    session.lock.acquire(holder, takeover=interrupted is not None)
+    with session.hold(holder, takeover=interrupted is not None):
+        return _rollback_locked(
+            session, plan, fleet, target, current, rollout_id, interrupted, message, json_out,
+            on_event, command_started,
+        )  # fmt: skip
+
+
+def _rollback_locked(
+    session: Session,
+    plan: Plan,
+    fleet: Fleet,
+    target: str,
+    current: str | None,
+    rollout_id: str,
+    interrupted: JournalView | None,
+    message: str,
+    json_out: bool,
+    on_event: Callable[[Event], None] | None,
+    command_started: float,
+) -> RolloutResult:
     events = _events(session, plan.rollout, json_out)
     if on_event:
         events.subscribe(on_event)
@@ -506,6 +669,8 @@ def rollback(
         if interrupted:
             record["abandoned"] = interrupted.started.get("version")
             record["interrupted_rollout"] = interrupted.rollout
+        if session.heartbeat:
+            session.heartbeat.stop()
         session.lock.release(rollout_id, record)
     seconds = time.monotonic() - began
     if not outcome.ok:

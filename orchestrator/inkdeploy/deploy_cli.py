@@ -118,8 +118,11 @@ def print_gates(session: deploy.Session, plan: Plan) -> None:
 
 
 def _request(inventory: Path, version: str, strategy: Strategy | None, artifact: Path | None,
-             message: str, lock_wait: float, json: bool) -> deploy.RolloutRequest:  # fmt: skip
-    return deploy.RolloutRequest(inventory, version, strategy, artifact, message, lock_wait, json)
+             message: str, lock_wait: float, json: bool,
+             force: bool = False) -> deploy.RolloutRequest:  # fmt: skip
+    return deploy.RolloutRequest(
+        inventory, version, strategy, artifact, message, lock_wait, json, force=force
+    )
 
 
 def _finish(result: deploy.RolloutResult, json: bool) -> None:
@@ -155,6 +158,13 @@ def rollout_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Finish an interrupted rollout.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Start even if the pre-flight checks (database, Redis, alerts, LBs) fail.",
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
     """Roll out a release: rolling, blue-green or canary, gated, with automatic rollback."""
@@ -167,7 +177,7 @@ def rollout_command(
     parsed = _strategy(strategy)
     if not version:
         raise InkdeployError("Name the release to roll out with --version (e.g. --version 2.0.0).")
-    request = _request(inventory, version, parsed, artifact, message, lock_wait, json)
+    request = _request(inventory, version, parsed, artifact, message, lock_wait, json, force)
     if plan_only:
         _plan(request, json)
         return
@@ -235,14 +245,17 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
         rollout = {
             "rollout": view.rollout,
             "version": view.started.get("version"),
+            "previous": view.started.get("previous"),
             "strategy": view.started.get("strategy"),
             "state": "running" if view.active else "interrupted",
+            "rolling_back": view.must_roll_back,
             "step": view.next_step + 1,
             "steps": len(view.steps),
             "step_description": view.steps[view.next_step].describe()
             if view.next_step < len(view.steps)
             else "",
             "failed": view.failed,
+            "paused": view.paused if view.active else None,
         }
     holder = session.lock_holder
     stale = staleness(holder, session.env.policy.lock_stale_s) if holder else ""
@@ -261,21 +274,45 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
                           health, str(s.weight) + (" live" if s.serving else ""))  # fmt: skip
     out.print(table)
     out.print(f"Live: {fleet.live_versions or 'nothing'}; workers: {fleet.workers or '-'}")
-    if rollout:
+    if rollout and view:
+        where = (
+            f"rolling back to {rollout['previous']}"
+            if rollout["rolling_back"]
+            else f"at step {rollout['step']}/{rollout['steps']}: {rollout['step_description']}"
+        )
         out.print(
             f"[yellow]Rollout {rollout['rollout']} ({rollout['strategy']} to {rollout['version']})"
-            f" {rollout['state']} at step {rollout['step']}/{rollout['steps']}:[/] "
-            f"{escape(rollout['step_description'])}",
+            f" {rollout['state']}, {escape(where)}[/]",
             highlight=False,
         )
+        if rollout["paused"]:
+            out.print(f"[yellow]{escape(describe_pause(rollout['paused']))}[/]", highlight=False)
         if rollout["state"] == "interrupted":
-            out.print("Finish it with `inkdeploy rollout --resume` or undo it with "
-                      "`inkdeploy rollback`.")  # fmt: skip
+            advice = deploy.interrupted_advice(view)
+            out.print(escape(advice[0].upper() + advice[1:]) + ".", highlight=False)
     if holder:
         out.print(f"Lock: {describe_holder(holder, session.env.policy.lock_stale_s)}",
                   highlight=False, markup=False)  # fmt: skip
     else:
         out.print("Lock: free")
+
+
+def describe_pause(paused: dict[str, Any]) -> str:
+    """'Paused for 42 s (gate ...): waiting for resume, promote or abort; rolls back in 1758 s.'"""
+    since = float(paused.get("since") or time.time())
+    waited = time.time() - since
+    why = (
+        paused.get("reason")
+        or paused.get("label")
+        or (f"by {paused['by']}" if paused.get("by") else "")
+    )
+    head = "Waiting for approval" if paused.get("type") == "approval_waiting" else "Paused"
+    text = f"{head} for {waited:.0f} s" + (f" ({why})" if why else "")
+    text += ": `inkdeploy resume`, `promote` or `abort`"
+    if paused.get("timeout_s"):
+        left = max(0.0, float(paused["timeout_s"]) - waited)
+        text += f"; rolls back by itself in {left:.0f} s"
+    return text + "."
 
 
 @friendly
@@ -388,7 +425,13 @@ def lock_release(
             "pass --force if it is stale."
         )
     session.lock.release(str(holder.get("rollout", "")), force=True)
-    out.print("Deploy lock released.")
+    if manual:
+        out.print("Deploy lock released.")
+    else:
+        out.print(
+            "Deploy lock released. If that rollout still runs, it stops at its next step "
+            "(within a lease renewal) without rolling back; check with `inkdeploy status`."
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -50,6 +50,11 @@ class Aborted(StepFailed):
     pass
 
 
+class LockLost(StepFailed):
+    """The deploy lock is no longer this rollout's: stop, and leave the fleet to whoever has it
+    now (no automatic rollback)."""
+
+
 @dataclass
 class Context:
     runner: Runner
@@ -68,6 +73,11 @@ class Context:
     traffic_switched: float | None = None
     promoted: bool = False
     paused: bool = False
+    # when the current pause began (time.monotonic()); pauses end after policy.pause_timeout_s
+    paused_since: float | None = None
+    # The lock's holder once the deploy lock stopped being this rollout's, else None
+    # (state.lock.Heartbeat.lost); checked between steps and while waiting.
+    lock_lost: Callable[[], dict[str, Any] | None] = lambda: None
     gate_results: list[GateResult] = field(default_factory=list)
 
     def prometheus(self) -> PrometheusClient:
@@ -85,6 +95,8 @@ class Outcome:
     failed_step: int | None = None
     message: str = ""
     seconds: float = 0.0
+    # the deploy lock was taken away: stop where we are, do not roll back
+    lock_lost: bool = False
 
 
 def _env(ctx: Context, plan: Plan, result: str = "") -> dict[str, str]:
@@ -127,8 +139,11 @@ class Executor:
                 self.ctx.events.emit(
                     "step_failed", phase=phase, index=index, message=exc.message,
                     seconds=round(time.monotonic() - started, 2),
+                    lock_lost=isinstance(exc, LockLost),
                 )  # fmt: skip
-                return Outcome(False, index, exc.message, time.monotonic() - began)
+                return Outcome(
+                    False, index, exc.message, time.monotonic() - began, isinstance(exc, LockLost)
+                )
             self.ctx.events.emit(
                 "step_done", phase=phase, index=index, seconds=round(time.monotonic() - started, 2)
             )
@@ -148,18 +163,49 @@ class Executor:
             return
         self._poll_control()
         while self.ctx.paused:
+            self._check_pause_timeout()
             self.ctx.sleep(1)
             self._poll_control()
 
+    def _check_lock(self) -> None:
+        holder = self.ctx.lock_lost()
+        if holder is None:
+            return
+        who = (
+            f"now held by {holder.get('user', '?')} on {holder.get('controller', '?')}"
+            f" for {holder.get('rollout') or 'a freeze'}"
+            if holder
+            else "now free (released with --force)"
+        )
+        raise LockLost(
+            f"The deploy lock was taken from this rollout ({who}); stopped without rolling back, "
+            "so the fleet stays as the last finished step left it. Run `inkdeploy status`."
+        )
+
+    def _pause(self, **data: Any) -> None:
+        self.ctx.paused = True
+        self.ctx.paused_since = time.monotonic()
+        self.ctx.events.emit("paused", timeout_s=self.ctx.policy.pause_timeout_s, **data)
+
+    def _check_pause_timeout(self) -> None:
+        since = self.ctx.paused_since
+        limit = self.ctx.policy.pause_timeout_s
+        if since is not None and time.monotonic() - since >= limit:
+            self.ctx.events.emit("pause_timeout", timeout_s=limit)
+            raise StepFailed(
+                f"Paused for {limit:.0f} s without resume, promote or abort (pause_timeout_s); "
+                "rolling back."
+            )
+
     def _poll_control(self) -> None:
+        self._check_lock()
         request = self.ctx.journal.take_request()
         if not request:
             return
         action, by = request["action"], request.get("by", "?")
         self.ctx.events.emit("control", action=action, by=by)
         if action == "pause":
-            self.ctx.paused = True
-            self.ctx.events.emit("paused", by=by)
+            self._pause(by=by)
         elif action == "resume":
             self.ctx.paused = False
         elif action == "promote":
@@ -168,6 +214,8 @@ class Executor:
         elif action == "abort":
             self.ctx.paused = False
             raise Aborted(f"Aborted by {by} (`inkdeploy abort`).")
+        if not self.ctx.paused:
+            self.ctx.paused_since = None
 
     # -- steps -----------------------------------------------------------------------------
     def do(self, step: Step) -> None:
@@ -396,28 +444,35 @@ class Executor:
             self.ctx.sleep(min(1.0, max(0.0, until - time.time())))
 
     def _wait_for_operator(self, why: str) -> None:
-        self.ctx.events.emit("paused", reason=why)
-        self.ctx.paused = True
+        self._pause(reason=why)
         while self.ctx.paused and not self.ctx.promoted:
+            self._check_pause_timeout()
             self.ctx.sleep(1)
             self._poll_control()
 
     def _approval(self, step: Approval) -> None:
-        self.ctx.events.emit("approval_waiting", label=step.label)
+        self.ctx.events.emit(
+            "approval_waiting", label=step.label, timeout_s=self.ctx.policy.pause_timeout_s
+        )
+        self.ctx.paused_since = time.monotonic()
         if self.ctx.ask_approval:
             answer = self.ctx.ask_approval(step.label)
             if answer is True:
                 self.ctx.events.emit("approved", label=step.label, by="prompt")
+                self.ctx.paused_since = None
                 return
             if answer is False:
                 raise Aborted(f"Not approved at {step.label}.")
         while True:
+            self._check_lock()
+            self._check_pause_timeout()
             request = self.ctx.journal.take_request()
             if request:
                 action, by = request["action"], request.get("by", "?")
                 self.ctx.events.emit("control", action=action, by=by)
                 if action in {"promote", "resume"}:
                     self.ctx.events.emit("approved", label=step.label, by=by)
+                    self.ctx.paused_since = None
                     return
                 if action == "abort":
                     raise Aborted(f"Aborted by {by} at {step.label} (`inkdeploy abort`).")

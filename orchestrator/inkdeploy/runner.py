@@ -90,6 +90,10 @@ class Runner:
         self.inventory = inventory
         self.progress = progress
         self.cancel = cancel
+        # The rollout id under which this orchestrator holds the deploy lock, passed to every
+        # playbook as inkdeploy_lock_owner: the lock checks of site.yml, lb-weights.yml and
+        # celery.yml (playbooks/lock-check.yml) let the holder through and refuse anyone else.
+        self.lock_owner = ""
 
     def run(
         self,
@@ -135,7 +139,10 @@ class Runner:
                 project_dir=str(PROJECT),
                 playbook=str(PLAYBOOKS / playbook),
                 inventory=str(self.inventory.resolve()),
-                extravars=extravars or {},
+                extravars={
+                    **({"inkdeploy_lock_owner": self.lock_owner} if self.lock_owner else {}),
+                    **(extravars or {}),
+                },
                 envvars={
                     "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
                     "ANSIBLE_NOCOLOR": "1",

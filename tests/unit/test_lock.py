@@ -82,3 +82,53 @@ def test_a_holder_whose_process_is_gone_is_stale_and_says_so() -> None:
     text = describe_holder(old, 7200)
     assert text.startswith("alice on ops1 (pid 1) since ")
     assert 'rolling out 2.0.0 (canary): "friday fix" [possibly stale' in text
+
+
+def test_a_lease_that_is_not_renewed_expires_and_the_next_acquire_takes_over(
+    tmp_path: Path,
+) -> None:
+    first = lock_module(tmp_path, state="acquire", holder=holder("r1"), lease_s=2)
+    assert first["acquired"] and first["holder"]["lease_s"] == 2
+    # renewed by its owner: still held past the first lease; someone else's heartbeat renews
+    # nothing
+    time.sleep(1.2)
+    assert lock_module(tmp_path, state="heartbeat", rollout="r1")["acquired"]
+    assert not lock_module(tmp_path, state="heartbeat", rollout="r2")["acquired"]
+    time.sleep(1.0)
+    assert not lock_module(tmp_path, state="acquire", holder=holder("r2"))["acquired"]
+    # silent for longer than the lease: the holder is reported expired and loses the lock
+    time.sleep(2.2)
+    seen = lock_module(tmp_path, state="query")["holder"]
+    assert seen["rollout"] == "r1" and seen["expired"] is True
+    assert staleness(seen, 7200).startswith("stale: its lease ran out")
+    taken = lock_module(tmp_path, state="acquire", holder=holder("r2"), lease_s=30)
+    assert taken["acquired"] and taken["holder"]["rollout"] == "r2"
+    assert taken["took_over"]["rollout"] == "r1"
+    assert taken["history"][-1]["result"] == "taken_over"
+    # the dead holder's next heartbeat learns it lost the lock and gets the new holder
+    late = lock_module(tmp_path, state="heartbeat", rollout="r1")
+    assert not late["acquired"] and late["holder"]["rollout"] == "r2"
+
+
+def test_a_heartbeat_never_brings_back_a_released_lock(tmp_path: Path) -> None:
+    lock_module(tmp_path, state="acquire", holder=holder("r1"), lease_s=30)
+    lock_module(tmp_path, state="release", force=True)
+    beat = lock_module(tmp_path, state="heartbeat", rollout="r1")
+    assert not beat["acquired"] and beat["holder"] == {}
+    assert not (tmp_path / "inkapp.lock").exists()
+
+
+def test_an_empty_lock_file_is_held_briefly_then_counts_as_free(tmp_path: Path) -> None:
+    lock = tmp_path / "inkapp.lock"
+    lock.write_text("")  # a crash between creating and writing (older versions), a full disk
+    fresh = lock_module(tmp_path, state="acquire", holder=holder("r1"))
+    assert not fresh["acquired"] and fresh["holder"]["corrupt"] is True
+    assert describe_holder(fresh["holder"], 7200).startswith("an unreadable lock file")
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    assert lock_module(tmp_path, state="query")["holder"] == {}
+    taken = lock_module(tmp_path, state="acquire", holder=holder("r2"))
+    assert taken["acquired"]
+    assert json.loads(lock.read_text())["rollout"] == "r2"
+    # the lock is put in place whole (linked from a temporary file that is then removed)
+    assert not list(tmp_path.glob("*.tmp"))

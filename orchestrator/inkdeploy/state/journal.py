@@ -38,10 +38,22 @@ class JournalView:
     finished: dict[str, Any] | None = None  # the rollout_finished event's data
     last_event: dict[str, Any] = field(default_factory=dict)
     pid: int | None = None
+    # the rollback_started event's data once the automatic rollback began
+    rollback: dict[str, Any] | None = None
+    signalled: bool = False  # Ctrl-C or SIGTERM ended the rollout phase
+    # the last pause (gate, operator, approval) not yet resumed: its data and time
+    paused: dict[str, Any] | None = None
 
     @property
     def next_step(self) -> int:
+        """The rollout step to run next on resume (only meaningful when not must_roll_back)."""
         return max(self.done) + 1 if self.done else 0
+
+    @property
+    def must_roll_back(self) -> bool:
+        """A step failed, the rollout was interrupted by a signal or its automatic rollback had
+        begun: what is left to do is the rollback, never the rest of the rollout."""
+        return bool(self.failed or self.rollback or self.signalled)
 
     @property
     def interrupted(self) -> bool:
@@ -100,6 +112,12 @@ class Journal:
                 continue  # a line cut short by a kill
             kind, data = event.get("type"), event.get("data", {})
             view.last_event = event
+            if kind in {"paused", "approval_waiting"}:
+                view.paused = {**data, "since": event.get("epoch"), "type": kind}
+            elif kind in {"step_started", "step_done", "approved", "rollback_started"} or (
+                kind == "control" and data.get("action") in {"resume", "promote", "abort"}
+            ):
+                view.paused = None
             if kind == "rollout_started":
                 view.started = data
                 view.steps = [step_from_dict(s) for s in data.get("steps", [])]
@@ -115,6 +133,10 @@ class Journal:
             elif kind == "step_failed" and data.get("phase") == "rollout":
                 view.failed[data["index"]] = data.get("message", "")
                 view.running = None
+            elif kind == "rollback_started":
+                view.rollback = data
+            elif kind == "interrupted":
+                view.signalled = True
             elif kind == "rollout_finished":
                 view.finished = data
         return view
