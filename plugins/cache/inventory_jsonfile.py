@@ -73,3 +73,23 @@ class CacheModule(JsonFileCacheModule):
         if not base:
             return base  # jsonfile reports the missing fact_caching_connection
         return os.path.join(base, inventory_dirname(context.CLIARGS.get("inventory")))
+
+    # The subdirectory appears with the first fact stored: commands that only read (such as
+    # `ansible-inventory --list` on a throw-away test inventory) leave nothing behind.
+    def validate_cache_connection(self) -> None:
+        if self._cache_dir and not os.path.isdir(self._cache_dir):
+            parent = os.path.dirname(self._cache_dir)
+            os.makedirs(parent, exist_ok=True)
+            if not os.access(parent, os.R_OK | os.W_OK | os.X_OK):
+                super().validate_cache_connection()  # reports the permission problem
+            return
+        super().validate_cache_connection()
+
+    def set(self, key: str, value: dict[str, object]) -> None:
+        os.makedirs(self._cache_dir, exist_ok=True)
+        super().set(key, value)
+
+    def keys(self) -> list[str]:
+        if not os.path.isdir(self._cache_dir):
+            return []
+        return list(super().keys())

@@ -67,3 +67,21 @@ def test_etc_hosts_lists_every_host():
     text = render_etc_hosts({"db1": ipaddress.IPv4Address("10.77.0.11")})
     assert "10.77.0.11\tdb1" in text
     assert text.startswith("127.0.0.1\tlocalhost")
+
+
+def test_a_recreated_host_loses_its_cached_facts_in_every_inventory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inkdeploy.lab import manager
+
+    cache = tmp_path / ".cache" / "ansible-facts"
+    for inventory in ("lab_hosts.yml-1", "inventory_hosts.yml-2"):
+        (cache / inventory).mkdir(parents=True)
+        for host in ("app1", "app11"):
+            (cache / inventory / f"s1_{host}").write_text("{}")
+    monkeypatch.setattr(
+        manager, "project_inventory_path", lambda: tmp_path / "inventories/lab/hosts.yml"
+    )
+    manager._forget_cached_facts("app1")
+    left = sorted(str(p.relative_to(cache)) for p in cache.glob("*/*"))
+    assert left == ["inventory_hosts.yml-2/s1_app11", "lab_hosts.yml-1/s1_app11"]

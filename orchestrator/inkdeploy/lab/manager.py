@@ -238,10 +238,16 @@ def _publish_inventory(layout: LabLayout, state: LabState, out: Path | None) -> 
 
 
 def _forget_cached_facts(host: str) -> None:
-    """A re-created host is a new machine: drop Ansible facts cached for its name."""
+    """A re-created host is a new machine: drop the Ansible facts cached for its name, in every
+    inventory's directory of the fact cache (plugins/cache/inventory_jsonfile.py; ansible-core
+    2.19 names the files s1_HOST)."""
     inv = project_inventory_path()
-    if inv is not None:
-        (inv.parents[2] / ".cache" / "ansible-facts" / host).unlink(missing_ok=True)
+    if inv is None:
+        return
+    cache = inv.parents[2] / ".cache" / "ansible-facts"
+    for name in (host, f"s1_{host}"):
+        for cached in cache.glob(f"*/{name}"):
+            cached.unlink(missing_ok=True)
 
 
 def _ready_or_repair(layout: LabLayout, spec: machines.HostSpec) -> list[str]:
