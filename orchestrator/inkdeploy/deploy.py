@@ -30,6 +30,7 @@ from inkdeploy.plan import (
     restore_steps,
     rollback_plan,
 )
+from inkdeploy.preflight import Preflight, run_preflight
 from inkdeploy.runner import PROJECT, Progress, Runner
 from inkdeploy.state.journal import Journal, JournalView, state_dir
 from inkdeploy.state.lock import (
@@ -46,6 +47,21 @@ FACT_TASKS = ("Read the slots", "Read the weights nginx serves", "Read the deplo
 
 class RolloutFailed(InkdeployError):
     exit_code = 4
+
+
+class PreflightFailed(PlanError):
+    """The data tier, the alerts or a load balancer say the fleet is not fit for a rollout."""
+
+
+def check_preflight(session: Session, force: bool) -> Preflight:
+    """Refuse (unless FORCE) when the pre-flight finds a problem: a failing gate would then
+    blame the release for the database, the broker or a load balancer."""
+    found = run_preflight(session.env)
+    if found.problems and not force:
+        raise PreflightFailed(
+            "Pre-flight refused the rollout, nothing was changed: " + " ".join(found.problems)
+        )
+    return found
 
 
 @dataclass
@@ -458,6 +474,7 @@ def rollout(
     with session.hold(holder_info(rollout_id, req.version, strategy, req.message)):
         try:
             plan, fleet, artifact = prepare(session, req, rollout_id)
+            preflight = check_preflight(session, req.force)
             if confirm and not confirm(plan):
                 raise InkdeployError("Not confirmed; nothing was changed.", exit_code=1)
         except BaseException:
@@ -476,8 +493,10 @@ def rollout(
                 "rollout_started", pid=os.getpid(), user=whoami(), app=session.env.policy.app,
                 environment=session.env.name, inventory=str(req.inventory.resolve()),
                 artifact=str(artifact), message=req.message, fleet=fleet.to_dict(),
-                **plan.to_dict(),
+                preflight=preflight.to_dict(), **plan.to_dict(),
             )  # fmt: skip
+            for problem in preflight.problems:  # started anyway: --force
+                events.emit("warning", message=f"Pre-flight (overridden with --force): {problem}")
             result = run_plan(session, plan, events, artifact, ask)
             return result
         finally:

@@ -22,6 +22,7 @@ from inkdeploy.events import Event
 from inkdeploy.fleet import SLOTS, Fleet
 from inkdeploy.gates.prometheus import render
 from inkdeploy.plan import Plan
+from inkdeploy.preflight import run_preflight
 from inkdeploy.state.lock import describe_holder, holder_info, staleness
 
 Inventory = Annotated[
@@ -211,11 +212,18 @@ def _strategy(value: str | None) -> Strategy | None:
 def _plan(request: deploy.RolloutRequest, json: bool) -> None:
     session = deploy.Session.open(request.inventory)
     plan, fleet, _ = deploy.prepare(session, request)
+    found = run_preflight(session.env)
     if json:
-        print_json(plan.to_dict())
+        print_json({**plan.to_dict(), "preflight": found.to_dict()})
         return
     print_plan(plan, fleet)
     print_gates(session, plan)
+    for check in found.checks:
+        mark = "[green]ok[/]" if check["ok"] else "[red]problem[/]"
+        out.print(f"Pre-flight {escape(check['name'])}: {mark} {escape(check['detail'])}",
+                  highlight=False)  # fmt: skip
+    for problem in found.problems:
+        out.print(f"[red]{escape(problem)}[/]", highlight=False)
     out.print("[dim]Nothing was changed.[/]")
 
 

@@ -66,6 +66,8 @@ class FakeFleet:
         for host in hosts:
             for slot in ("blue", "green"):
                 self.servers[(host, slot)] = LoopbackServer(self._handler(host, slot))
+        # what the pre-flight connects to as the load balancer's HTTPS port
+        self.lb = LoopbackServer(self._handler(hosts[0], "blue"))
 
     # -- the environment ---------------------------------------------------------------------
     def inventory(self, policy: dict[str, Any] | None = None) -> Path:
@@ -114,12 +116,12 @@ class FakeFleet:
         return path
 
     def __enter__(self) -> FakeFleet:
-        for server in self.servers.values():
+        for server in [*self.servers.values(), self.lb]:
             server.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for server in self.servers.values():
+        for server in [*self.servers.values(), self.lb]:
             server.__exit__()
 
     def _handler(self, host: str, slot: str) -> type[BaseHTTPRequestHandler]:

@@ -12,16 +12,18 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from inkdeploy import deploy
+from inkdeploy import deploy, preflight
 from inkdeploy.state.journal import Journal, state_dir
 from inkdeploy.state.lock import LockHeld
 
 from .fakefleet import V1, V2, Call, FakeFleet
+from .loopback import LoopbackServer
 
 
 @pytest.fixture
@@ -29,6 +31,7 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFleet
     with FakeFleet(tmp_path) as fake:
         monkeypatch.setattr(deploy, "Runner", fake.runner)
         monkeypatch.setattr(deploy, "PROJECT", tmp_path)
+        monkeypatch.setattr(preflight, "LB_HTTPS_PORT", fake.lb.port)
         yield fake
 
 
@@ -271,3 +274,29 @@ def test_a_pause_that_nobody_answers_times_out_and_rolls_back(fleet: FakeFleet) 
     assert paused and paused["timeout_s"] == 1 and paused["by"] == "oncall"
     assert paused["since"] == pytest.approx(time.time(), abs=60)
     assert journal.read(result.rollout).paused is None
+
+
+def test_a_failing_pre_flight_refuses_under_the_lock_and_force_overrides_it(
+    fleet: FakeFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inventory = fleet.inventory()
+    with LoopbackServer(BaseHTTPRequestHandler) as gone:
+        closed = gone.port
+    monkeypatch.setattr(preflight, "LB_HTTPS_PORT", closed)  # nothing listens there now
+    with pytest.raises(deploy.PreflightFailed) as refused:
+        deploy.rollout(request(fleet, inventory))
+    assert refused.value.message.startswith(
+        "Pre-flight refused the rollout, nothing was changed: Load balancer lb1 "
+        f"(127.0.0.1:{closed}) did not accept a TCP connection: connection refused;"
+    )
+    assert refused.value.exit_code == 2
+    assert fleet.playbooks() == ["rollout/lock.yml", "rollout/facts.yml", "rollout/lock.yml"]
+    assert fleet.lock(state="query")["holder"] == {} and fleet.serving() == {V1: 200}
+    assert fleet.lock(state="query")["history"] == []
+    result = deploy.rollout(request(fleet, inventory, force=True))
+    assert result.result == "succeeded"
+    lines = Journal(state_dir(inventory)).path(result.rollout).read_text().splitlines()
+    warnings = [json.loads(x)["data"]["message"] for x in lines if '"type":"warning"' in x]
+    assert any(
+        w.startswith("Pre-flight (overridden with --force): Load balancer lb1") for w in warnings
+    )
