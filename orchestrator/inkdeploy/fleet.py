@@ -49,6 +49,7 @@ class Fleet:
     workers: dict[str, str | None] = field(default_factory=dict)  # worker host -> release
     lb_hosts: tuple[str, ...] = ()
     weights_disagree: tuple[str, ...] = ()  # LB hosts whose weights differ from the first
+    lb_weights: dict[str, dict[str, int]] = field(default_factory=dict)  # LB -> its weights
 
     def slot(self, host: str, slot: str) -> Slot:
         return self.slots[f"{host}:{slot}"]
@@ -88,6 +89,15 @@ class Fleet:
             or [self.live_slot(host) or "blue"]
             for host in self.hosts
         }
+
+    def served_by(self, lb: str) -> dict[str, int]:
+        """Release -> summed weight of the running slots load balancer LB sends traffic to."""
+        result: dict[str, int] = {}
+        for key, weight in self.lb_weights.get(lb, {}).items():
+            slot = self.slots.get(key)
+            if weight > 0 and slot and slot.active and slot.version:
+                result[slot.version] = result.get(slot.version, 0) + weight
+        return result
 
     def installed_everywhere(self, version: str) -> bool:
         return all(version in self.releases.get(host, ()) for host in self.hosts)
@@ -173,4 +183,5 @@ def build_fleet(
         workers=workers,
         lb_hosts=tuple(sorted(lb_confs)),
         weights_disagree=disagree,
+        lb_weights=lb_weights,
     )

@@ -66,12 +66,18 @@ class Plan:
 
 def check_fleet(fleet: Fleet) -> str:
     """The release the fleet serves, or PlanError saying why it is not in a state to roll out."""
-    if fleet.weights_disagree:
-        raise PlanError(
-            f"The load balancers disagree about the weights ({', '.join(fleet.weights_disagree)} "
-            "differ from the first); run `inkdeploy rollback` or playbooks/lb-weights.yml first."
-        )
     versions = fleet.live_versions
+    for lb in fleet.weights_disagree:
+        # A reload that failed on one load balancer leaves it behind the others. The first
+        # weights step of the next plan sets every LB, so that repairs it, unless it still
+        # sends traffic to another release (a rollout half done there).
+        other = sorted(set(fleet.served_by(lb)) - set(versions))
+        if other:
+            raise PlanError(
+                f"Load balancer {lb} still sends traffic to {', '.join(other)} while the first "
+                f"serves {', '.join(sorted(versions)) or 'nothing'}; finish the rollout with "
+                "`inkdeploy rollout --resume` or `inkdeploy rollback` first."
+            )
     if not versions:
         raise PlanError(
             "No app slot carries traffic in the load balancer; deploy the first release with "
@@ -115,6 +121,12 @@ def make_plan(
     else:
         steps = canary.build(fleet, policy, version, previous, workers)
     notes = []
+    if fleet.weights_disagree:
+        notes.append(
+            f"Load balancer(s) {', '.join(fleet.weights_disagree)} serve other weights than "
+            f"{fleet.lb_hosts[0]} (a reload that failed there); the first weights step sets "
+            "every load balancer."
+        )
     if policy.migrate:
         notes.append(
             "Migrations run once before traffic moves and are not undone by a rollback: "
@@ -188,7 +200,7 @@ def restore_steps(
         steps.append(StartSlot(start, target, scrape))
         steps.append(HttpCheck(start, target))
     weights = weights_for(chosen, base)
-    if weights != fleet.weights or start:
+    if weights != fleet.weights or start or fleet.weights_disagree:
         steps.append(SetWeights(weights, f"all traffic back to {target}", 1.0))
     steps.append(record(target, chosen, workers))
     stale_workers = tuple(h for h in workers if fleet.workers.get(h) != target)

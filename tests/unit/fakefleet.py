@@ -41,23 +41,31 @@ class Call:
 class FleetState:
     slots: dict[str, dict[str, dict[str, Any]]]  # host -> slot -> {version, active}
     releases: dict[str, set[str]]
-    weights: dict[str, int]
+    weights: dict[str, dict[str, int]]  # load balancer -> "host:slot" -> weight
     workers: dict[str, str]
     recorded: dict[str, Any] = field(default_factory=dict)
 
 
 class FakeFleet:
-    def __init__(self, root: Path, hosts: tuple[str, ...] = ("app1", "app2")) -> None:
+    def __init__(
+        self,
+        root: Path,
+        hosts: tuple[str, ...] = ("app1", "app2"),
+        lbs: tuple[str, ...] = ("lb1",),
+    ) -> None:
         self.root = root
         self.hosts = hosts
+        self.lbs = lbs
+        # load balancers whose weights reload fails (the others apply it)
+        self.broken_lbs: set[str] = set()
         self.lockdir = root / "lockhost"
         self.lockdir.mkdir(parents=True, exist_ok=True)
         self.state = FleetState(
             slots={h: {"blue": {"version": V1, "active": True},
                        "green": {"version": None, "active": False}} for h in hosts},
             releases={h: {V1} for h in hosts},
-            weights={f"{h}:{s}": 100 if s == "blue" else 0 for h in hosts
-                     for s in ("blue", "green")},
+            weights={lb: {f"{h}:{s}": 100 if s == "blue" else 0 for h in hosts
+                          for s in ("blue", "green")} for lb in lbs},
             workers={"worker1": V1},
         )  # fmt: skip
         self.calls: list[Call] = []
@@ -79,8 +87,9 @@ class FakeFleet:
                 s: self.servers[(h, s)].port for s in ("blue", "green")}}
             for h in self.hosts
         }  # fmt: skip
+        lbs = {lb: {"ansible_host": "127.0.0.1"} for lb in self.lbs}
         data = {"all": {"children": {
-            "app": {"hosts": hosts}, "lb": {"hosts": {"lb1": {"ansible_host": "127.0.0.1"}}},
+            "app": {"hosts": hosts}, "lb": {"hosts": lbs},
             "worker": {"hosts": {"worker1": {"ansible_host": "127.0.0.1"}}},
         }}}  # fmt: skip
         (inv / "hosts.yml").write_text(yaml.safe_dump(data))
@@ -150,10 +159,10 @@ class FakeFleet:
     def restore(self, state: FleetState) -> None:
         self.state = copy.deepcopy(state)
 
-    def serving(self) -> dict[str, int]:
-        """Release -> summed weight of the running slots that serve it."""
+    def serving(self, lb: str = "lb1") -> dict[str, int]:
+        """Release -> summed weight of the running slots that LB sends traffic to."""
         result: dict[str, int] = {}
-        for key, weight in self.state.weights.items():
+        for key, weight in self.state.weights[lb].items():
             host, slot = key.split(":")
             info = self.state.slots[host][slot]
             if weight > 0:
@@ -205,7 +214,12 @@ class FakeRunner:
             args = {k: v for k, v in extra["rollout_lock"].items() if k != "name"}
             result.results = {"Lock and history": {"lb1": f.lock(**args)}}
         elif playbook == "lb-weights.yml":
-            s.weights = {k: int(v) for k, v in extra["nginx_lb_slot_weights"].items()}
+            for lb in f.lbs:
+                if lb in f.broken_lbs:
+                    result.rc = 2
+                    result.failures.append(TaskFailure(lb, "Check the configuration", "nginx -t"))
+                else:
+                    s.weights[lb] = {k: int(v) for k, v in extra["nginx_lb_slot_weights"].items()}
         elif playbook == "rollout/install.yml":
             for host in extra["rollout_hosts"].split(","):
                 s.releases[host].add(extra["app_version"])
@@ -255,10 +269,13 @@ class FakeRunner:
             slots[host] = {"slots": entry, "releases": sorted(s.releases[host])}
         for worker, version in s.workers.items():
             slots[worker] = {"slots": {"celery": {"version": version}}, "releases": [version]}
-        line = json.dumps({f"{APP}:{k}": v for k, v in s.weights.items()}, sort_keys=True)
-        conf = f"# inkdeploy-weights: {line}\n".encode()
+        confs = {}
+        for lb, weights in s.weights.items():
+            line = json.dumps({f"{APP}:{k}": v for k, v in weights.items()}, sort_keys=True)
+            conf = f"# inkdeploy-weights: {line}\n".encode()
+            confs[lb] = {"content": base64.b64encode(conf).decode()}
         return {
             "Read the slots": slots,
-            "Read the weights nginx serves": {"lb1": {"content": base64.b64encode(conf).decode()}},
+            "Read the weights nginx serves": confs,
             "Read the deploy lock": {"lb1": self.fleet.lock(state="query", history_lines=500)},
         }

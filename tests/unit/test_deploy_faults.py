@@ -300,3 +300,48 @@ def test_a_failing_pre_flight_refuses_under_the_lock_and_force_overrides_it(
     assert any(
         w.startswith("Pre-flight (overridden with --force): Load balancer lb1") for w in warnings
     )
+
+
+@pytest.fixture
+def two_lbs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFleet]:
+    with FakeFleet(tmp_path, lbs=("lb1", "lb2")) as fake:
+        monkeypatch.setattr(deploy, "Runner", fake.runner)
+        monkeypatch.setattr(deploy, "PROJECT", tmp_path)
+        monkeypatch.setattr(preflight, "LB_HTTPS_PORT", fake.lb.port)
+        yield fake
+
+
+def test_weights_one_lb_missed_are_repaired_by_the_next_rollout_not_a_reason_to_refuse(
+    two_lbs: FakeFleet,
+) -> None:
+    """lb2 missed a reload (it still drains app1): same release everywhere, so the next rollout
+    plans from lb1 and its first weights step sets both."""
+    two_lbs.state.weights["lb2"]["app1:blue"] = 0
+    inventory = two_lbs.inventory()
+    session = deploy.Session.open(inventory)
+    plan, _, _ = deploy.prepare(session, request(two_lbs, inventory))
+    assert any("lb2" in note and "sets every load balancer" in note for note in plan.notes)
+    result = deploy.rollout(request(two_lbs, inventory))
+    assert result.result == "succeeded", result.message
+    assert two_lbs.state.weights["lb1"] == two_lbs.state.weights["lb2"]
+    assert two_lbs.serving("lb1") == two_lbs.serving("lb2") == {V2: 200}
+
+
+def test_an_lb_left_on_another_release_is_refused_until_a_rollback_sets_both(
+    two_lbs: FakeFleet,
+) -> None:
+    """A reload failed on lb2 while the canary was taken out: lb2 still sends 10 % to it."""
+    inventory = two_lbs.inventory()
+    two_lbs.state.slots["app1"]["green"] = {"version": V2, "active": True}
+    two_lbs.state.releases["app1"].add(V2)
+    two_lbs.state.weights["lb2"].update({"app1:blue": 90, "app1:green": 10, "app2:blue": 100})
+    with pytest.raises(deploy.PlanError) as refused:
+        deploy.rollout(request(two_lbs, inventory))
+    assert refused.value.message.startswith(
+        "Load balancer lb2 still sends traffic to 2.0.0 while the first serves 1.0.0;"
+    )
+    assert two_lbs.lock(state="query")["holder"] == {}
+    back = deploy.rollback(inventory, to=V1)
+    assert back.result == "succeeded", back.message
+    assert two_lbs.serving("lb1") == two_lbs.serving("lb2") == {V1: 200}
+    assert not two_lbs.state.slots["app1"]["green"]["active"]  # the stray canary stopped
