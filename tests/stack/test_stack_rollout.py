@@ -1,7 +1,11 @@
 """`inkdeploy rollout` on the stack lab (after test_stack.py, on the same fleet), under steady
 HTTPS load through the load balancer: rolling, blue-green and canary from v1 to v2 with no
-failed request, fast rollback, two bad canaries rolled back automatically, SIGKILL mid-canary
-then resume or rollback, the deploy lock, and bad input that changes nothing."""
+failed request, fast rollback, two bad canaries rolled back automatically (one with Ctrl-C
+pressed twice during its rollback), two rollouts started at once, a pre-flight refusal, SIGKILL
+mid-canary then resume or rollback, SIGKILL during an automatic rollback then resume, the lock
+released by force under a running rollout, site.yml and lb-weights.yml refused during a freeze,
+a database outage mid-canary that pauses instead of rolling back, and bad input that changes
+nothing."""
 
 from __future__ import annotations
 
@@ -198,6 +202,25 @@ def test_bad_input_is_refused_and_the_fleet_is_left_as_it_was(
     assert status(stack)["lock"]["holder"] == {}
 
 
+def test_a_rollout_into_a_fleet_whose_sentinel_is_down_is_refused_by_the_preflight(
+    stack: Stack, releases: Releases
+) -> None:
+    before = fleet_view(stack)
+    stopped = stack.on("data1", "systemctl", "stop", "redis-sentinel")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        refused = rollout(stack, releases, V2, "canary")
+    finally:
+        started = stack.on("data1", "systemctl", "start", "redis-sentinel")
+        assert started.returncode == 0, started.stderr
+    assert refused.rc == 2, refused.stderr
+    assert "Pre-flight refused the rollout, nothing was changed:" in refused.stderr
+    assert "sentinels named a Redis master" in refused.stderr and "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert fleet_view(stack) == before
+    assert status(stack)["lock"]["holder"] == {}
+
+
 def rollout_in(stack: Stack, releases: Releases, inventory: Path) -> Run:
     return cli(stack, "rollout", "--version", V2, "--artifact", str(releases.artifact(V2)),
                "--strategy", "canary", "--yes", inventory=inventory)  # fmt: skip
@@ -261,32 +284,59 @@ def other_slot(host: dict[str, Any]) -> str:
     return "green" if host["live_slot"] == "blue" else "blue"
 
 
-def test_canary_to_v2_with_a_concurrent_rollout_refused(
-    stack: Stack, releases: Releases, load: LoadGenerator, tmp_path: Path
-) -> None:
-    proc = subprocess.Popen(
-        [CLI, "rollout", "-i", str(stack.inventory), "--version", V2, "--strategy", "canary",
-         "--artifact", str(releases.artifact(V2)), "--yes", "--json", "-m", "friday fix"],
+def history_rows(stack: Stack) -> list[dict[str, Any]]:
+    run = subprocess.run([CLI, "history", "-i", str(stack.inventory), "--json"],
+                         capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
+    return list(json.loads(run.stdout))
+
+
+def start_rollout(inventory: Path, releases: Releases, version: str, strategy: str,
+                  *extra: str) -> subprocess.Popen[str]:  # fmt: skip
+    return subprocess.Popen(
+        [CLI, "rollout", "-i", str(inventory), "--version", version, "--strategy", strategy,
+         "--artifact", str(releases.artifact(version)), "--yes", "--json", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
+
+
+def test_canary_to_v2_two_started_at_once_one_runs_the_other_is_refused(
+    stack: Stack, releases: Releases, load: LoadGenerator, tmp_path: Path
+) -> None:
+    """Two shells (two journals) start the same rollout in the same second: the lock is taken
+    before either reads the fleet, so exactly one runs and the other is told who holds it."""
+    there = alt_inventory(stack, tmp_path)
+    rows_before = len(history_rows(stack))
+    procs = {inv: start_rollout(inv, releases, V2, "canary", "-m", "friday fix")
+             for inv in (stack.inventory, there)}  # fmt: skip
     try:
-        time.sleep(15)  # the lock is taken within seconds; the install takes longer
-        # from this controller: the journal knows a rollout runs
-        same = rollout(stack, releases, V2, "canary")
+        deadline = time.monotonic() + 120
+        while all(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        losers = [inv for inv, p in procs.items() if p.poll() is not None]
+        assert len(losers) == 1, "neither rollout was refused"
+        loser = losers[0]
+        winner = next(inv for inv in procs if inv != loser)
+        _, lost = procs[loser].communicate()
+        assert procs[loser].returncode == 3, lost
+        assert "Another rollout holds the deploy lock" in lost
+        assert f"rolling out {V2} (canary)" in lost and '"friday fix"' in lost
+        time.sleep(5)
+        # from the winner's controller: the journal knows a rollout runs
+        same = cli(stack, "rollout", "--version", V2, "--artifact", str(releases.artifact(V2)),
+                   "--strategy", "canary", "--yes", inventory=winner)  # fmt: skip
         assert same.rc == 3 and "still running from this controller" in same.stderr
-        # from another controller's view (its own journal): the lock on the fleet refuses it
+        # from the loser's (its own journal): the lock on the fleet refuses it
         other = cli(stack, "rollout", "--version", V2, "--artifact", str(releases.artifact(V2)),
-                    "--strategy", "blue-green", "--yes",
-                    inventory=alt_inventory(stack, tmp_path))  # fmt: skip
+                    "--strategy", "blue-green", "--yes", inventory=loser)  # fmt: skip
         assert other.rc == 3, other.stderr
         assert "Another rollout holds the deploy lock" in other.stderr
-        assert f"rolling out {V2} (canary)" in other.stderr and '"friday fix"' in other.stderr
-        stdout, stderr = proc.communicate(timeout=900)
+        stdout, stderr = procs[winner].communicate(timeout=900)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
     report = load.stop()
-    run = parse_run(proc.returncode, stdout, stderr, 0)
+    run = parse_run(procs[winner].returncode, stdout, stderr, 0)
     assert run.rc == 0, stderr + json.dumps(run.of("step_failed"))
     no_failures(report)
     print(f"\ncanary {V1} -> {V2}: {report.requests} requests, {report.failed} failed, "
@@ -296,6 +346,14 @@ def test_canary_to_v2_with_a_concurrent_rollout_refused(
     judged = [g for g in run.of("gate") if g["kind"] == "judge"]
     assert len(judged) == 2 and all(g["outcome"] == "pass" for g in judged)
     assert status(stack)["lock"]["holder"] == {}
+    # the pre-flight ran under the lock and found the small lab fit
+    started = run.of("rollout_started")[0]
+    assert started["preflight"]["ok"] is True, started["preflight"]
+    assert {c["name"] for c in started["preflight"]["checks"]} == {
+        "patroni", "sentinel", "alerts", "load balancers"}  # fmt: skip
+    # one history entry for the one that ran; the refused ones left none
+    assert len(history_rows(stack)) == rows_before + 1
+    assert history_rows(stack)[-1]["rollout"] == run.result["rollout"]
 
 
 # -- bad canaries -------------------------------------------------------------------------------
@@ -307,7 +365,18 @@ def test_canary_to_v2_with_a_concurrent_rollout_refused(
 def test_a_bad_canary_is_rolled_back_automatically(
     stack: Stack, releases: Releases, load: LoadGenerator, version: str, caught_by: str
 ) -> None:
-    run = rollout(stack, releases, version, "canary")
+    proc = start_rollout(stack.inventory, releases, version, "canary")
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if version == BAD_ERRORS and json.loads(line)["type"] == "rollback_started":
+            # the operator presses Ctrl-C twice while traffic is being moved back
+            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGINT)
+            break
+    stdout, stderr = proc.communicate(timeout=600)
+    run = parse_run(proc.returncode, "".join(lines) + stdout, stderr, 0)
     report = load.stop()
     assert run.rc == 4, run.stderr
     assert run.result["result"] == "rolled_back"
@@ -326,6 +395,10 @@ def test_a_bad_canary_is_rolled_back_automatically(
     if version == BAD_LATENCY:
         assert "judge" in run.result["message"]
         no_failures(report)
+    else:  # the two Ctrl-C were held until the rollback was done
+        assert [e["signal"] for e in run.of("signal_deferred")] == ["SIGINT", "SIGINT"]
+        assert "held until it finished" in run.result["message"]
+        assert status(stack)["lock"]["holder"] == {}
     history = cli(stack, "history")
     assert history.rc == 0
 
@@ -341,15 +414,45 @@ def test_history_records_who_what_and_why(stack: Stack) -> None:
     assert bad["abandoned"] == BAD_ERRORS and "error ratio" in bad["reason"] and bad["user"]
 
 
+def test_sigkill_during_the_automatic_rollback_then_resume_finishes_the_rollback(
+    stack: Stack, releases: Releases, load: LoadGenerator
+) -> None:
+    """Killed while bringing traffic back from a bad canary: `rollout --resume` finishes the
+    rollback; it never runs the failed gate again nor promotes the bad release."""
+    assert live(stack) == {V2: 200}
+    rows_before = len(history_rows(stack))
+    proc = start_rollout(stack.inventory, releases, BAD_ERRORS, "canary")
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["type"] == "rollback_started":
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    state = status(stack)
+    assert state["rollout"]["state"] == "interrupted" and state["rollout"]["rolling_back"]
+    refused = rollout(stack, releases, V1, "canary")
+    assert refused.rc == 2 and "interrupted during its automatic rollback" in refused.stderr
+    resumed = cli(stack, "rollout", "--resume")
+    load.stop()
+    assert resumed.result["result"] == "rolled_back", resumed.stderr
+    assert resumed.rc == 4  # the rollout failed; the message says traffic is back
+    assert f"Traffic is back on {V2}" in resumed.result["message"]
+    kinds = {s["step"]["kind"] for s in resumed.of("step_started")}
+    assert not kinds & {"install", "start_slot", "http_check", "analysis"}, kinds
+    after = status(stack)
+    assert after["fleet"]["live_versions"] == {V2: 200} and after["rollout"] is None
+    assert after["lock"]["holder"] == {}
+    rows = history_rows(stack)
+    assert len(rows) == rows_before + 1
+    assert (rows[-1]["version"], rows[-1]["result"]) == (BAD_ERRORS, "rolled_back")
+    assert rows[-1]["abandoned"] == BAD_ERRORS
+
+
 # -- the orchestrator killed mid-canary ---------------------------------------------------------
 
 
 def start_and_kill_mid_canary(stack: Stack, releases: Releases, version: str) -> str:
-    proc = subprocess.Popen(
-        [CLI, "rollout", "-i", str(stack.inventory), "--version", version, "--strategy", "canary",
-         "--artifact", str(releases.artifact(version)), "--yes", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-    )  # fmt: skip
+    proc = start_rollout(stack.inventory, releases, version, "canary")
     assert proc.stdout is not None
     rollout_id = ""
     for line in proc.stdout:
@@ -399,6 +502,107 @@ def test_sigkill_mid_canary_then_resume_finishes_it(
     assert after["fleet"]["live_versions"] == {V1: 200} and after["rollout"] is None
     assert after["lock"]["holder"] == {}
     assert all(w == V1 for w in after["fleet"]["workers"].values())
+
+
+def test_a_lock_released_by_force_stops_the_running_rollout(
+    stack: Stack, releases: Releases, load: LoadGenerator
+) -> None:
+    """`lock release --force` while a canary runs: the holder stops at its next step without
+    rolling back (someone else owns the fleet now); `rollback` then repairs the split."""
+    assert live(stack) == {V1: 200}
+    proc = start_rollout(stack.inventory, releases, V2, "canary")
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["type"] == "step_started" and event["data"]["step"]["kind"] == "analysis":
+            break
+    forced = subprocess.run([CLI, "lock", "release", "--force", "-i", str(stack.inventory)],
+                            capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
+    released = time.monotonic()
+    assert forced.returncode == 0 and "stops at its next step" in forced.stdout, forced.stderr
+    stdout, stderr = proc.communicate(timeout=300)
+    stopped_after = time.monotonic() - released
+    run = parse_run(proc.returncode, stdout, stderr, 0)
+    assert run.rc == 4 and run.result["result"] == "stopped", stderr
+    assert "The deploy lock was taken from this rollout (now free" in run.result["message"]
+    assert not run.of("rollback_started")
+    print(f"\nlock released by force: the rollout stopped {stopped_after:.1f} s later")
+    assert stopped_after < 60
+    state = status(stack)
+    assert set(state["fleet"]["live_versions"]) == {V1, V2} and state["lock"]["holder"] == {}
+    back = cli(stack, "rollback", "--to", V1, "-m", "after the forced release")
+    report = load.stop()
+    assert back.rc == 0, back.stderr
+    no_failures(report)
+    assert live(stack) == {V1: 200}
+
+
+def test_site_yml_and_lb_weights_refuse_while_someone_holds_the_lock(stack: Stack) -> None:
+    before = fleet_view(stack)
+    held = subprocess.run([CLI, "lock", "acquire", "-i", str(stack.inventory), "-m", "db work"],
+                          capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
+    assert held.returncode == 0, held.stderr
+    try:
+        drain = {"app1:blue": 0, "app1:green": 0, "app2:blue": 100, "app2:green": 0}
+        weights = stack.playbook("lb-weights.yml", nginx_lb_slot_weights=drain)
+        site = stack.playbook("site.yml")
+    finally:
+        subprocess.run([CLI, "lock", "release", "-i", str(stack.inventory)],
+                       capture_output=True, text=True, cwd=REPO, check=True)  # fmt: skip
+    for run in (weights, site):
+        assert run.rc != 0
+        assert "The deploy lock is held by" in run.output and '"db work"' in run.output
+        assert run.recap == {"lb1": run.recap["lb1"]}  # nothing ran past the lock check
+        assert run.recap["lb1"]["ok"] == 1 and run.recap["lb1"]["failed"] == 1
+    assert fleet_view(stack) == before
+
+
+def test_a_database_outage_during_a_canary_pauses_it_instead_of_blaming_the_release(
+    stack: Stack, releases: Releases, load: LoadGenerator
+) -> None:
+    """PostgreSQL goes away for a while in the canary's analysis window: both releases fail
+    requests, so the error gate pauses the rollout (fleet-wide) instead of rolling back a
+    healthy release; once the database is back the operator resumes and the canary goes on."""
+    assert live(stack) == {V1: 200}
+    proc = start_rollout(stack.inventory, releases, V2, "canary")
+    assert proc.stdout is not None
+    paused: dict[str, Any] = {}
+    try:
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event["type"] == "step_started" and event["data"]["step"]["kind"] == "analysis":
+                break
+        time.sleep(12)  # into the analysis window (it starts 10 s after the weights change)
+        stop = stack.on("data1", "systemctl", "stop", "patroni")
+        assert stop.returncode == 0, stop.stderr
+        time.sleep(12)
+        start = stack.on("data1", "systemctl", "start", "patroni")
+        assert start.returncode == 0, start.stderr
+        back = time.monotonic()
+        for line in proc.stdout:
+            event = json.loads(line)
+            assert event["type"] not in {"rollback_started", "step_failed"}, event
+            if event["type"] == "paused":
+                paused = event["data"]
+                break
+        assert "fleet-wide" in paused.get("reason", ""), paused
+        # the 30 s rates behind the gate must forget the outage before the canary goes on
+        time.sleep(max(0.0, 45 - (time.monotonic() - back)))
+        resumed = subprocess.run([CLI, "resume", "-i", str(stack.inventory)],
+                                 capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr
+        rest, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    report = load.stop()
+    run = parse_run(proc.returncode, rest, stderr, 0)
+    assert run.rc == 0, stderr + json.dumps(run.of("step_failed"))
+    assert live(stack) == {V2: 200}
+    print(f"\ndatabase outage mid-canary: paused with {paused['reason']!r}; "
+          f"{report.failed} of {report.requests} requests failed during the outage, "
+          "resumed and promoted")  # fmt: skip
+    assert report.failed > 0  # the outage was real: both releases failed requests
 
 
 def test_site_yml_after_the_rollouts_keeps_what_is_live(stack: Stack, load: LoadGenerator) -> None:
