@@ -139,8 +139,8 @@ class FleetLock:
         deadline = time.monotonic() + wait_s
         while True:
             holder = self.query().get("holder") or {}
-            if not holder:
-                return
+            if not holder or holder.get("expired"):
+                return  # an expired lease is taken over by the acquire
             if time.monotonic() >= deadline:
                 raise LockHeld(
                     f"The deploy lock was still held after {wait_s:.0f} s: "
