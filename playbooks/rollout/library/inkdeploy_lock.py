@@ -202,10 +202,12 @@ def main():
     changed = False
     acquired = False
     took_over = {}
-    if not module.check_mode:
+    writes = state != "query" or bool(params["record"])
+    if writes and not module.check_mode:
         os.makedirs(base, mode=0o750, exist_ok=True)
-        # One call at a time per lock: a heartbeat must not write back a lock that a release
-        # (or a takeover) removed a moment before.
+        # One writer at a time per lock: a heartbeat must not write back a lock that a release
+        # (or a takeover) removed a moment before. Readers need no guard: the lock file is
+        # always replaced whole (rename or link).
         guard = os.open(lock_path + ".guard", os.O_WRONLY | os.O_CREAT, 0o640)
         fcntl.flock(guard, fcntl.LOCK_EX)
     holder = _read(lock_path, params["grace_s"])
