@@ -26,27 +26,41 @@ from .fakefleet import V1, V2, Call, FakeFleet
 from .loopback import LoopbackServer
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFleet]:
-    with FakeFleet(tmp_path) as fake:
+def _fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> Iterator[FakeFleet]:
+    with FakeFleet(tmp_path, **kw) as fake:
         monkeypatch.setattr(deploy, "Runner", fake.runner)
         monkeypatch.setattr(deploy, "PROJECT", tmp_path)
         monkeypatch.setattr(preflight, "LB_HTTPS_PORT", fake.lb.port)
         yield fake
 
 
+@pytest.fixture
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFleet]:
+    yield from _fleet(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def two_lbs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFleet]:
+    yield from _fleet(tmp_path, monkeypatch, lbs=("lb1", "lb2"))
+
+
 def request(fleet: FakeFleet, inventory: Path, **extra: Any) -> deploy.RolloutRequest:
     return deploy.RolloutRequest(inventory, V2, artifact=fleet.artifact(), **extra)
 
 
-def abort_when_canary_serves(fleet: FakeFleet, inventory: Path) -> None:
-    """`inkdeploy abort` from another shell once the canary gets traffic."""
+def canary_serves(call: Call) -> bool:
+    """CALL is the weights reload that gives the canary (app1 green) part of the traffic."""
+    weights = call.extravars.get("nginx_lb_slot_weights") or {}
+    return call.playbook == "lb-weights.yml" and 0 < weights.get("app1:green", 0) < 100
+
+
+def control_when_canary_serves(fleet: FakeFleet, inventory: Path, action: str) -> None:
+    """`inkdeploy ACTION` (abort, pause) from another shell once the canary gets traffic."""
     journal = Journal(state_dir(inventory))
 
     def hook(call: Call) -> None:
-        weights = call.extravars.get("nginx_lb_slot_weights") or {}
-        if call.playbook == "lb-weights.yml" and 0 < weights.get("app1:green", 0) < 100:
-            journal.request("abort", "oncall")
+        if canary_serves(call):
+            journal.request(action, "oncall")
 
     fleet.on_call = hook
 
@@ -81,7 +95,7 @@ def failed_canary(fleet: FakeFleet) -> dict[str, Any]:
     """A canary aborted at 10 % and rolled back, with the fleet, the lock and the journal as
     they were at each of its events (what a SIGKILL at that moment would have left)."""
     inventory = fleet.inventory()
-    abort_when_canary_serves(fleet, inventory)
+    control_when_canary_serves(fleet, inventory, "abort")
     journal = Journal(state_dir(inventory))
     moments: list[dict[str, Any]] = []
 
@@ -201,8 +215,7 @@ def test_a_lock_released_by_force_stops_the_rollout_at_its_next_step_without_rol
     released: list[float] = []
 
     def hook(call: Call) -> None:
-        weights = call.extravars.get("nginx_lb_slot_weights") or {}
-        if call.playbook == "lb-weights.yml" and 0 < weights.get("app1:green", 0) < 100:
+        if canary_serves(call):
             fleet.lock(state="release", force=True)  # `inkdeploy lock release --force`
             released.append(time.monotonic())
             time.sleep(4)  # a slow weights reload: the heartbeat (every 2.5 s) notices meanwhile
@@ -222,7 +235,7 @@ def test_a_lock_released_by_force_stops_the_rollout_at_its_next_step_without_rol
 
 def test_ctrl_c_twice_during_the_rollback_waits_until_traffic_is_back(fleet: FakeFleet) -> None:
     inventory = fleet.inventory()
-    abort_when_canary_serves(fleet, inventory)
+    control_when_canary_serves(fleet, inventory, "abort")
     abort = fleet.on_call
     sent: list[str] = []
 
@@ -253,13 +266,7 @@ def test_ctrl_c_twice_during_the_rollback_waits_until_traffic_is_back(fleet: Fak
 def test_a_pause_that_nobody_answers_times_out_and_rolls_back(fleet: FakeFleet) -> None:
     inventory = fleet.inventory({"pause_timeout_s": 1})
     journal = Journal(state_dir(inventory))
-
-    def hook(call: Call) -> None:
-        weights = call.extravars.get("nginx_lb_slot_weights") or {}
-        if call.playbook == "lb-weights.yml" and 0 < weights.get("app1:green", 0) < 100:
-            journal.request("pause", "oncall")
-
-    fleet.on_call = hook
+    control_when_canary_serves(fleet, inventory, "pause")
     began = time.monotonic()
     result = deploy.rollout(request(fleet, inventory))
     assert result.result == "rolled_back", result.message
@@ -300,15 +307,6 @@ def test_a_failing_pre_flight_refuses_under_the_lock_and_force_overrides_it(
     assert any(
         w.startswith("Pre-flight (overridden with --force): Load balancer lb1") for w in warnings
     )
-
-
-@pytest.fixture
-def two_lbs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFleet]:
-    with FakeFleet(tmp_path, lbs=("lb1", "lb2")) as fake:
-        monkeypatch.setattr(deploy, "Runner", fake.runner)
-        monkeypatch.setattr(deploy, "PROJECT", tmp_path)
-        monkeypatch.setattr(preflight, "LB_HTTPS_PORT", fake.lb.port)
-        yield fake
 
 
 def test_weights_one_lb_missed_are_repaired_by_the_next_rollout_not_a_reason_to_refuse(
