@@ -434,6 +434,11 @@ def _refuse_if_busy(session: Session) -> None:
 
 def interrupted_summary(view: JournalView) -> str:
     version = view.started.get("version")
+    if view.stopped:
+        return (
+            f"Rollout {view.rollout} of {version} stopped at step {view.next_step + 1}/"
+            f"{len(view.steps)} when its deploy lock was taken away"
+        )
     if view.must_roll_back:
         return (
             f"Rollout {view.rollout} of {version} was interrupted during its automatic rollback "
@@ -446,6 +451,11 @@ def interrupted_summary(view: JournalView) -> str:
 
 
 def interrupted_advice(view: JournalView) -> str:
+    if view.stopped:
+        return (
+            "undo it with `inkdeploy rollback` (or `inkdeploy rollout --resume`, which rolls it "
+            "back)"
+        )
     if view.must_roll_back:
         return (
             f"finish the rollback with `inkdeploy rollout --resume` (or `inkdeploy rollback`); "
@@ -511,7 +521,8 @@ def _close(
     reason = result.message if result else "the orchestrator stopped"
     events.emit("rollout_finished", result=final, message=reason, app=session.env.policy.app)
     events.close()
-    session.journal.set_current(None)
+    if final != "stopped":  # a stopped rollout stays current: `rollback` or `--resume` ends it
+        session.journal.set_current(None)
     if session.heartbeat:
         session.heartbeat.stop()
     session.lock.release(plan.rollout, _record(plan, final, reason, started, time.time() - started))

@@ -255,8 +255,8 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
             "version": view.started.get("version"),
             "previous": view.started.get("previous"),
             "strategy": view.started.get("strategy"),
-            "state": "running" if view.active else "interrupted",
-            "rolling_back": view.must_roll_back,
+            "state": "running" if view.active else ("stopped" if view.stopped else "interrupted"),
+            "rolling_back": view.must_roll_back and not view.stopped,
             "step": view.next_step + 1,
             "steps": len(view.steps),
             "step_description": view.steps[view.next_step].describe()
@@ -283,19 +283,18 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
     out.print(table)
     out.print(f"Live: {fleet.live_versions or 'nothing'}; workers: {fleet.workers or '-'}")
     if rollout and view:
-        where = (
-            f"rolling back to {rollout['previous']}"
-            if rollout["rolling_back"]
-            else f"at step {rollout['step']}/{rollout['steps']}: {rollout['step_description']}"
-        )
-        out.print(
-            f"[yellow]Rollout {rollout['rollout']} ({rollout['strategy']} to {rollout['version']})"
-            f" {rollout['state']}, {escape(where)}[/]",
-            highlight=False,
-        )
+        if view.active:
+            head = (
+                f"Rollout {rollout['rollout']} ({rollout['strategy']} to {rollout['version']}) "
+                f"running at step {rollout['step']}/{rollout['steps']}: "
+                f"{rollout['step_description']}"
+            )
+        else:
+            head = deploy.interrupted_summary(view) + "."
+        out.print(f"[yellow]{escape(head)}[/]", highlight=False)
         if rollout["paused"]:
             out.print(f"[yellow]{escape(describe_pause(rollout['paused']))}[/]", highlight=False)
-        if rollout["state"] == "interrupted":
+        if not view.active:
             advice = deploy.interrupted_advice(view)
             out.print(escape(advice[0].upper() + advice[1:]) + ".", highlight=False)
     if holder:

@@ -231,6 +231,17 @@ def test_a_lock_released_by_force_stops_the_rollout_at_its_next_step_without_rol
     assert [c.playbook for c in fleet.calls[last + 1 :]] == ["rollout/lock.yml"]  # the release
     assert fleet.serving() == {V1: 180, V2: 20}
     assert fleet.lock(state="query")["history"][-1]["result"] == "stopped"
+    # it stays the current rollout: a new one is refused until `rollback` undoes the split,
+    # with the weights from before it (100 each, not the canary's 90)
+    journal = Journal(state_dir(inventory))
+    view = journal.read(result.rollout)
+    assert journal.current() == result.rollout and view.stopped and view.interrupted
+    with pytest.raises(deploy.PlanError, match=r"stopped at step .* deploy lock was taken away"):
+        deploy.rollout(request(fleet, inventory))
+    back = deploy.rollback(inventory)
+    assert back.result == "succeeded", back.message
+    assert fleet.serving() == {V1: 200} and journal.current() is None
+    assert fleet.lock(state="query")["history"][-1]["abandoned"] == V2
 
 
 def test_ctrl_c_twice_during_the_rollback_waits_until_traffic_is_back(fleet: FakeFleet) -> None:

@@ -56,9 +56,15 @@ class JournalView:
         return bool(self.failed or self.rollback or self.signalled)
 
     @property
+    def stopped(self) -> bool:
+        """It stopped on its own because its deploy lock was taken away (no rollback ran)."""
+        return bool(self.finished) and self.finished.get("result") == "stopped"
+
+    @property
     def interrupted(self) -> bool:
-        """Not finished, and the process that ran it is gone."""
-        return self.finished is None and not _alive(self.pid)
+        """Not finished and the process that ran it is gone, or stopped: left for `rollback`
+        or `rollout --resume` to finish."""
+        return (self.finished is None and not _alive(self.pid)) or self.stopped
 
     @property
     def active(self) -> bool:
