@@ -290,27 +290,33 @@ def _signals_to_exceptions() -> None:
 
 
 @contextmanager
-def deferred_signals(events: Events) -> Iterator[list[int]]:
+def deferred_signals(events: Events) -> Iterator[list[tuple[int, float]]]:
     """Hold Ctrl-C and SIGTERM while traffic is moved back and the rollback finishes: a second
-    Ctrl-C must not leave traffic split and the lock released. The signals are reported, and
-    the command ends normally once the rollback is done (SIGKILL still stops it; then
-    `rollout --resume` finishes the rollback)."""
-    received: list[int] = []
+    Ctrl-C must not leave traffic split and the lock released. The command ends normally once
+    the rollback is done (SIGKILL still stops it; then `rollout --resume` finishes the
+    rollback). The handler only notes the signal and writes one line to stderr with a plain
+    write(2): it may run in the middle of an event being written, so it must not emit one."""
+    received: list[tuple[int, float]] = []
 
     def hold(signum: int, frame: Any) -> None:
-        received.append(signum)
-        events.emit(
-            "signal_deferred", signal=signal.Signals(signum).name,
-            message="Rolling back: traffic goes back to the last good release first; the "
-            "command ends when the rollback is done.",
-        )  # fmt: skip
+        received.append((signum, time.time()))
+        os.write(2, _HELD_NOTICE)
 
     previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield received
+        yield received  # (signal, when) as they arrive
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for signum, at in received:
+            events.emit("signal_deferred", signal=signal.Signals(signum).name, at=at,
+                        message="held until the rollback was done")  # fmt: skip
+
+
+_HELD_NOTICE = (
+    b"inkdeploy: rolling back, traffic goes back to the last good release first; the command "
+    b"ends when the rollback is done.\n"
+)
 
 
 def run_plan(
@@ -398,7 +404,8 @@ def roll_back(
         )  # fmt: skip
     held_note = " A Ctrl-C/SIGTERM during the rollback was held until it finished." if held else ""
     if rb_ok:
-        back = f"{traffic_back:.1f} s after the failure, " if traffic_back is not None else ""
+        since = "the failure" if fast else "the resume"
+        back = f"{traffic_back:.1f} s after {since}, " if traffic_back is not None else ""
         message = (
             f"{reason} Traffic is back on {plan.previous} ({back}"
             f"rollback done in {rb_seconds:.1f} s). Run 'inkdeploy history' for the full record."

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -354,3 +355,30 @@ def test_an_lb_left_on_another_release_is_refused_until_a_rollback_sets_both(
     assert back.result == "succeeded", back.message
     assert two_lbs.serving("lb1") == two_lbs.serving("lb2") == {V1: 200}
     assert not two_lbs.state.slots["app1"]["green"]["active"]  # the stray canary stopped
+
+
+def test_a_signal_that_arrives_while_an_event_is_written_does_not_deadlock(
+    tmp_path: Path,
+) -> None:
+    """Seen on the lab: Ctrl-C right after `rollback_started` reached the terminal landed while
+    that event was still being written (the events' lock held); a handler that emitted an event
+    itself waited for that lock forever."""
+    script = f"""
+import os, signal, time
+from inkdeploy.deploy import deferred_signals
+from inkdeploy.events import Events, JsonLinesFile
+events = Events("r1", [JsonLinesFile({str(tmp_path / "j.jsonl")!r})])
+with deferred_signals(events) as held:
+    with events._lock:  # an emit in progress
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+assert [s for s, _ in held] == [signal.SIGINT, signal.SIGTERM], held
+events.close()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("inkdeploy: rolling back") == 2
+    lines = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert [e["data"]["signal"] for e in lines] == ["SIGINT", "SIGTERM"]
