@@ -371,8 +371,10 @@ def test_a_bad_canary_is_rolled_back_automatically(
     for line in proc.stdout:
         lines.append(line)
         if version == BAD_ERRORS and json.loads(line)["type"] == "rollback_started":
-            # the operator presses Ctrl-C twice while traffic is being moved back
+            # the operator presses Ctrl-C twice while traffic is being moved back (apart:
+            # two signals sent at once may reach the process as one)
             proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
             proc.send_signal(signal.SIGINT)
             break
     stdout, stderr = proc.communicate(timeout=600)
