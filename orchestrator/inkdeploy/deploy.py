@@ -436,7 +436,7 @@ def _refuse_if_busy(session: Session) -> None:
             "use `inkdeploy pause|promote|abort` or wait for it."
         )
     if view.interrupted and view.steps:
-        raise PlanError(f"{interrupted_summary(view)}; {interrupted_advice(view)}")
+        raise PlanError(f"{interrupted_summary(view)}; {interrupted_advice(view)}.")
 
 
 def interrupted_summary(view: JournalView) -> str:
