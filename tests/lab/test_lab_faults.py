@@ -106,7 +106,10 @@ def test_a_slowed_host_can_be_killed_and_started(lab):
     ok("lab", "start", "db1")
     st = host("db1")
     assert st["network"] == "ok" and st["system"] == "running"
-    assert max(connect_ms("lb1", "db1")) < 50
+    # A delay left behind would slow every connection. The first one to a host that has just
+    # booted may wait a SYN retransmit (1 s; seen in CI), so it is not the measure.
+    sample = connect_ms("lb1", "db1", count=6)[1:]
+    assert max(sample) < 50, sample
 
 
 def test_fault_verbs_refuse_a_stopped_host(lab):
