@@ -53,10 +53,10 @@ class PreflightFailed(PlanError):
     """The data tier, the alerts or a load balancer say the fleet is not fit for a rollout."""
 
 
-def check_preflight(session: Session, force: bool) -> Preflight:
+def check_preflight(session: Session, force: bool, fleet: Fleet) -> Preflight:
     """Refuse (unless FORCE) when the pre-flight finds a problem: a failing gate would then
     blame the release for the database, the broker or a load balancer."""
-    found = run_preflight(session.env)
+    found = run_preflight(session.env, serving=frozenset(fleet.live_versions))
     if found.problems and not force:
         raise PreflightFailed(
             "Pre-flight refused the rollout, nothing was changed: " + " ".join(found.problems)
@@ -491,7 +491,7 @@ def rollout(
     with session.hold(holder_info(rollout_id, req.version, strategy, req.message)):
         try:
             plan, fleet, artifact = prepare(session, req, rollout_id)
-            preflight = check_preflight(session, req.force)
+            preflight = check_preflight(session, req.force, fleet)
             if confirm and not confirm(plan):
                 raise InkdeployError("Not confirmed; nothing was changed.", exit_code=1)
         except BaseException:

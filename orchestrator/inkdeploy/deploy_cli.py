@@ -212,7 +212,7 @@ def _strategy(value: str | None) -> Strategy | None:
 def _plan(request: deploy.RolloutRequest, json: bool) -> None:
     session = deploy.Session.open(request.inventory)
     plan, fleet, _ = deploy.prepare(session, request)
-    found = run_preflight(session.env)
+    found = run_preflight(session.env, serving=frozenset(fleet.live_versions))
     if json:
         print_json({**plan.to_dict(), "preflight": found.to_dict()})
         return

@@ -87,6 +87,7 @@ class Observations:
     sentinel_auth: str = ""  # where the Sentinel password came from (never the value)
     alerts: Observation | None = None  # None: no monitoring host
     lbs: list[Observation] = field(default_factory=list)
+    serving: frozenset[str] | None = None  # the versions live in the fleet (None: not known)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def evaluate(obs: Observations) -> Preflight:
     checks = [
         evaluate_patroni(obs.patroni, obs.patroni_config, obs.sync_mode_inventory),
         evaluate_sentinels(obs.sentinels, obs.master_name, obs.sentinel_auth),
-        evaluate_alerts(obs.alerts),
+        evaluate_alerts(obs.alerts, obs.serving),
         evaluate_lbs(obs.lbs),
     ]
     return Preflight(
@@ -285,8 +286,11 @@ def _address(data: Any) -> str | None:
     return None
 
 
-def evaluate_alerts(obs: Observation | None) -> Check:
-    """No firing alert of severity critical (Watchdog, which always fires, aside)."""
+def evaluate_alerts(obs: Observation | None, serving: frozenset[str] | None = None) -> Check:
+    """No firing alert of severity critical (Watchdog, which always fires, aside). An alert about
+    a version no slot serves (SERVING: the live versions; None: unknown) is left aside too: the
+    error ratio of a release just rolled back keeps firing for its rate window after its last
+    request, and says nothing about the fleet the next rollout starts from."""
     if obs is None:
         return Check("alerts", True, "no monitoring host and no prometheus_url: alerts not checked")
     if obs.error is not None:
@@ -296,9 +300,15 @@ def evaluate_alerts(obs: Observation | None) -> Check:
         )
         return Check("alerts", False, "Prometheus did not answer", obs.seconds, [problem])
     alerts = [a for a in obs.data or [] if isinstance(a, dict)]
-    critical = [a for a in alerts if _is_critical_firing(a)]
+    firing = [a for a in alerts if _is_critical_firing(a)]
+    gone = [a for a in firing if not _about_served(a, serving)]
+    critical = [a for a in firing if _about_served(a, serving)]
     problems = [_alert_problem(a) for a in critical]
-    detail = f"{len(critical)} critical firing of {len(alerts)} alerts (Watchdog ignored)"
+    detail = f"{len(critical)} critical firing of {len(alerts)} alerts (Watchdog ignored"
+    if gone:
+        versions = sorted({str(a["labels"]["version"]) for a in gone})
+        detail += f"; {len(gone)} about {', '.join(versions)}, served by no slot, ignored"
+    detail += ")"
     return Check("alerts", not problems, detail, obs.seconds, problems)
 
 
@@ -309,6 +319,11 @@ def _is_critical_firing(alert: dict[str, Any]) -> bool:
         and labels.get("severity") == "critical"
         and labels.get("alertname") not in _IGNORED_ALERTS
     )
+
+
+def _about_served(alert: dict[str, Any], serving: frozenset[str] | None) -> bool:
+    version = (alert.get("labels") or {}).get("version")
+    return serving is None or version is None or str(version) in serving
 
 
 def _alert_problem(alert: dict[str, Any]) -> str:
@@ -354,9 +369,12 @@ def _truthy(value: Any) -> bool:
 Task = tuple[str, str, str, Callable[[], Any]]  # kind, host, target, call
 
 
-def run_preflight(env: Environment, timeout_s: float = 2.0) -> Preflight:
+def run_preflight(
+    env: Environment, timeout_s: float = 2.0, serving: frozenset[str] | None = None
+) -> Preflight:
     """Probe the fleet of ENV (read-only, in parallel, TIMEOUT_S per connect and per read) and
-    evaluate what was seen."""
+    evaluate what was seen; SERVING: the versions live in the fleet (alerts about others are
+    left aside)."""
     tasks: list[Task] = []
     tasks += _patroni_tasks(env, timeout_s)
     sentinel_tasks, master, auth = _sentinel_tasks(env, timeout_s)
@@ -381,6 +399,7 @@ def run_preflight(env: Environment, timeout_s: float = 2.0) -> Preflight:
             sentinel_auth=auth,
             alerts=alerts[0] if alerts else None,
             lbs=of("lb"),
+            serving=serving,
         )
     )
 

@@ -238,6 +238,26 @@ def test_only_firing_critical_alerts_count() -> None:
     ]
 
 
+def test_an_alert_about_a_release_no_slot_serves_is_left_aside() -> None:
+    """Right after a bad canary was rolled back its error-ratio alert still fires (its 1 m rate
+    remembers the errors): that is no reason to refuse the next rollout. The same alert about a
+    version that serves is."""
+    gone = alert("AppErrorRatioHigh", "critical", version="3.0.0")
+    served = alert("AppErrorRatioHigh", "critical", version="2.0.0")
+    fleet_wide = alert("LoadBalancer5xxRatioHigh", "critical")
+    obs = Observation("mon1", "http://mon1:9090", 0.01, data=[gone, served, fleet_wide])
+    check = evaluate_alerts(obs, frozenset({"2.0.0"}))
+    assert [p.split(" is firing")[0] for p in check.problems] == [
+        "Alert AppErrorRatioHigh (critical)",
+        "Alert LoadBalancer5xxRatioHigh (critical)",
+    ]
+    assert "1 about 3.0.0, served by no slot, ignored" in check.detail
+    only_gone = Observation("mon1", "http://mon1:9090", 0.01, data=[gone])
+    assert evaluate_alerts(only_gone, frozenset({"2.0.0"})).ok
+    # live versions unknown (no fleet read): every critical alert counts
+    assert not evaluate_alerts(only_gone).ok
+
+
 def test_no_monitoring_host_is_a_note_not_a_problem() -> None:
     check = evaluate_alerts(None)
     assert check.ok
