@@ -463,6 +463,8 @@ def start_and_kill_mid_canary(stack: Stack, releases: Releases, version: str) ->
         step = event["data"].get("step", {})
         if event["type"] == "step_started" and step.get("kind") == "analysis":
             break
+    else:  # it ended before its first analysis: refused, or failed
+        pytest.fail(f"the canary to {version} ended early: {proc.wait()} {proc.stderr.read()}")
     time.sleep(5)  # inside the analysis window at 10 %
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -560,47 +562,6 @@ def test_site_yml_and_lb_weights_refuse_while_someone_holds_the_lock(stack: Stac
     assert fleet_view(stack) == before
 
 
-def test_site_yml_after_the_rollouts_keeps_what_is_live(stack: Stack, load: LoadGenerator) -> None:
-    """The inventory still says 1.0.0 in blue; the rollouts moved slots and releases around.
-    A plain re-converge must deploy what is live (recorded on the hosts), not undo it."""
-    before = status(stack)
-    run = stack.playbook("site.yml")
-    report = load.stop()
-    assert run.rc == 0, run.tail()
-    after = status(stack)
-    assert after["fleet"]["live_versions"] == before["fleet"]["live_versions"]
-    assert fleet_view(stack) == {
-        host: {slot: (s["version"], s["active"], s["weight"]) for slot, s in h["slots"].items()}
-        for host, h in before["fleet"]["hosts"].items()
-    }
-    # neither the LB's weights nor the workers' release were touched
-    assert run.changed.get("lb1", 0) == 0 and run.changed.get("worker1", 0) == 0, run.changed
-    no_failures(report)
-    targets = stack.on("data1", "cat", "/etc/prometheus/file_sd/app.yml").stdout
-    for h in after["fleet"]["hosts"].values():
-        port = 8001 if h["live_slot"] == "blue" else 8002
-        assert f"{h['address']}:{port}" in targets, targets
-
-
-def test_no_secret_reached_the_journal_or_a_runner_artifact(stack: Stack) -> None:
-    names = yaml.safe_load((REPO / "inventories/lab/secrets.yml").read_text())
-    values = yaml.safe_load(stack.inventory.read_text())["all"]["vars"]
-    secrets = {name: str(values[name]) for name in names if name in values}
-    assert len(secrets) >= 5
-    journals = list((stack.inventory.parent / ".inkdeploy" / "rollouts").glob("*.jsonl"))
-    assert len(journals) >= 8
-    for journal in journals:
-        text = journal.read_text()
-        leaked = [name for name, value in secrets.items() if value in text]
-        assert not leaked, f"{journal.name} holds the value of {leaked}"
-    # ansible-runner's private directories (artifacts, extra vars) are deleted after each run,
-    # and those of a killed orchestrator by the next one: only running orchestrators have one
-    for leftover in Path(tempfile.gettempdir()).glob("inkdeploy-runner-*"):
-        pid = int(leftover.name.split("-")[2])
-        assert Path(f"/proc/{pid}").exists(), f"{leftover} outlived its orchestrator"
-
-
-# Last: it leaves 2.0.0 live, and site.yml above re-converges with the 1.0.0 artifact.
 def test_a_database_outage_during_a_canary_pauses_it_instead_of_blaming_the_release(
     stack: Stack, releases: Releases, load: LoadGenerator
 ) -> None:
@@ -647,3 +608,45 @@ def test_a_database_outage_during_a_canary_pauses_it_instead_of_blaming_the_rele
           f"{report.failed} of {report.requests} requests failed during the outage, "
           "resumed and promoted")  # fmt: skip
     assert report.failed > 0  # the outage was real: both releases failed requests
+
+
+def test_site_yml_after_the_rollouts_keeps_what_is_live(stack: Stack, load: LoadGenerator) -> None:
+    """The inventory still says 1.0.0 in blue, and site.yml is given the 1.0.0 artifact with -e;
+    the rollouts moved slots around and left 2.0.0 live. A plain re-converge must deploy what is
+    live (recorded on the hosts), not undo it nor trip over the artifact of another version."""
+    before = status(stack)
+    assert before["fleet"]["live_versions"] == {V2: 200}
+    run = stack.playbook("site.yml")
+    report = load.stop()
+    assert run.rc == 0, run.tail()
+    after = status(stack)
+    assert after["fleet"]["live_versions"] == before["fleet"]["live_versions"]
+    assert fleet_view(stack) == {
+        host: {slot: (s["version"], s["active"], s["weight"]) for slot, s in h["slots"].items()}
+        for host, h in before["fleet"]["hosts"].items()
+    }
+    # neither the LB's weights nor the workers' release were touched
+    assert run.changed.get("lb1", 0) == 0 and run.changed.get("worker1", 0) == 0, run.changed
+    no_failures(report)
+    targets = stack.on("data1", "cat", "/etc/prometheus/file_sd/app.yml").stdout
+    for h in after["fleet"]["hosts"].values():
+        port = 8001 if h["live_slot"] == "blue" else 8002
+        assert f"{h['address']}:{port}" in targets, targets
+
+
+def test_no_secret_reached_the_journal_or_a_runner_artifact(stack: Stack) -> None:
+    names = yaml.safe_load((REPO / "inventories/lab/secrets.yml").read_text())
+    values = yaml.safe_load(stack.inventory.read_text())["all"]["vars"]
+    secrets = {name: str(values[name]) for name in names if name in values}
+    assert len(secrets) >= 5
+    journals = list((stack.inventory.parent / ".inkdeploy" / "rollouts").glob("*.jsonl"))
+    assert len(journals) >= 8
+    for journal in journals:
+        text = journal.read_text()
+        leaked = [name for name, value in secrets.items() if value in text]
+        assert not leaked, f"{journal.name} holds the value of {leaked}"
+    # ansible-runner's private directories (artifacts, extra vars) are deleted after each run,
+    # and those of a killed orchestrator by the next one: only running orchestrators have one
+    for leftover in Path(tempfile.gettempdir()).glob("inkdeploy-runner-*"):
+        pid = int(leftover.name.split("-")[2])
+        assert Path(f"/proc/{pid}").exists(), f"{leftover} outlived its orchestrator"
