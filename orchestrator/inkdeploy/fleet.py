@@ -83,12 +83,17 @@ class Fleet:
         return max(versions, key=lambda v: versions[v]) if versions else None
 
     def scrape(self) -> dict[str, list[str]]:
-        """Slots Prometheus should scrape: every active slot."""
-        return {
-            host: [s for s in SLOTS if self.slot(host, s).active]
-            or [self.live_slot(host) or "blue"]
-            for host in self.hosts
-        }
+        """Slots Prometheus should scrape: every active slot. (A plan asks once per step: the
+        answer is worked out once per fleet, each caller gets its own copy.)"""
+        cached = self.__dict__.get("_scrape")
+        if cached is None:
+            cached = {
+                host: [s for s in SLOTS if self.slot(host, s).active]
+                or [self.live_slot(host) or "blue"]
+                for host in self.hosts
+            }
+            self.__dict__["_scrape"] = cached
+        return {host: list(slots) for host, slots in cached.items()}
 
     def served_by(self, lb: str) -> dict[str, int]:
         """Release -> summed weight of the running slots load balancer LB sends traffic to."""

@@ -3,7 +3,7 @@ executor walks them and the journal stores them; none of them does anything by i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -19,7 +19,17 @@ class Step:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}
+        # Steps hold only plain values (no nested dataclasses): a copy of the containers, not
+        # dataclasses.asdict's recursive deepcopy, which took seconds for a 1,000-host plan.
+        return {"kind": self.kind, **{f.name: _copy(getattr(self, f.name)) for f in fields(self)}}
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) if isinstance(v, (dict, list)) else v for v in value]
+    return value
 
 
 @dataclass(frozen=True)

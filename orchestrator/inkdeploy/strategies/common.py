@@ -20,11 +20,11 @@ def base_weights(fleet: Fleet) -> dict[str, int]:
 
 def weights_for(live: dict[str, str], base: dict[str, int]) -> dict[str, int]:
     """Each host's LIVE slot at its base weight, every other slot at 0 (drained)."""
-    weights: dict[str, int] = {}
-    for host, base_weight in base.items():
-        for slot in SLOTS:
-            weights[f"{host}:{slot}"] = base_weight if live.get(host) == slot else 0
-    return weights
+    return {
+        f"{host}:{slot}": base_weight if live.get(host) == slot else 0
+        for host, base_weight in base.items()
+        for slot in SLOTS
+    }
 
 
 def split_weights(

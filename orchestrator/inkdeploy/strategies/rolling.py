@@ -29,6 +29,7 @@ def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) 
     base = base_weights(fleet)
     steps = prologue(version, fleet.hosts, policy.migrate, policy.hooks.pre)
     groups = batches(fleet.hosts, size)
+    scrape = fleet.scrape()  # the same targets for every batch (steps never change them)
     done: list[str] = []
     for index, batch in enumerate(groups, 1):
         weights = weights_for(live, {h: (0 if h in batch else base[h]) for h in fleet.hosts})
@@ -37,7 +38,7 @@ def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) 
             label += f", return {', '.join(groups[index - 2])}"
         steps.append(SetWeights(weights, label, new_share=len(done) / total))
         slots = {h: live[h] for h in batch}
-        steps.append(StartSlot(slots, version, fleet.scrape()))
+        steps.append(StartSlot(slots, version, scrape))
         steps.append(HttpCheck(slots, version))
         done.extend(batch)
     steps.append(
