@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -85,6 +86,17 @@ def ensure_base_image(log: Callable[[str], None] = print) -> Path:
     target = image_path()
     if (target / "etc/os-release").exists():
         return target
+    # Labs may come up at once (test lanes run side by side): one builds, the others wait.
+    lock = target.parent.parent / ".build.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        if (target / "etc/os-release").exists():
+            return target
+        return _build(target, log)
+
+
+def _build(target: Path, log: Callable[[str], None]) -> Path:
     require_free_space(target.parent.parent, 1024**3)
     building = target.parent.with_name(target.parent.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
