@@ -15,7 +15,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 APT_PACKAGES := $(shell sed -e 's/\#.*//' requirements/apt.txt)
 
-.PHONY: help deps apt venv tools lint unit build-test lab-test stack-test molecule test demo lab-down bench clean artifact
+.PHONY: help deps apt venv tools lint unit build-test lab-test stack-test molecule integration test demo lab-down bench clean artifact
 
 help:
 	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), converge the whole stack, show the HTTPS URL, canary-roll a new release"
@@ -75,12 +75,19 @@ lab-test: deps
 # site.yml on a five-host lab, then HTTPS, the page, Celery, TLS scan, idempotence, drain, kill,
 # then every rollout strategy, bad canaries, rollback, SIGKILL (-rP prints the figures they measure).
 stack-test: deps
-	$(BIN)/pytest -q -rP -m stack tests/stack
+	$(BIN)/pytest -q -rP --durations=15 -m stack tests/stack
 
 molecule: deps
 	cd $(CURDIR) && $(BIN)/molecule test --all
 
-test: deps lint unit build-test lab-test stack-test molecule
+# The stack tests and the Molecule scenarios each bring up labs of their own on subnets of their
+# own, and both spend most of their time waiting (analysis windows, apt, service restarts): they
+# run side by side, each lane's whole log printed when all are done (tests/lanes.py).
+integration: deps
+	$(BIN)/python tests/lanes.py "stack=$(MAKE) --no-print-directory stack-test" \
+	  "molecule=$(MAKE) --no-print-directory molecule"
+
+test: deps lint unit build-test lab-test integration
 
 # The demo app's first release; built once (pip needs PyPI), kept in dist/.
 DEMO_VERSION := 1.0.0
