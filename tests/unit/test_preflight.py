@@ -610,9 +610,11 @@ def trickle_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
-        threading.Thread(target=serve, args=(sock,), daemon=True).start()
+        server = threading.Thread(target=serve, args=(sock,), daemon=True)
+        server.start()
         yield sock.getsockname()[1]
         stop.set()
+        server.join()  # before the socket closes under its accept()
 
 
 def test_a_probe_that_keeps_dripping_is_given_up_at_the_deadline(
