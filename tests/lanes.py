@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from types import FrameType
 
 LOGS = Path(__file__).resolve().parent.parent / ".cache" / "test-logs"
 TICK_S = 180.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 GRACE_S = 300.0
 
 
@@ -49,8 +51,8 @@ class Lane:
                 lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines()]
         except OSError:
             return ""
-        text = next((ln for ln in reversed(lines) if ln), "")
-        return text[:120]
+        lines = [_ANSI.sub("", ln).strip(" │*") for ln in lines]
+        return next((ln for ln in reversed(lines) if ln), "")[:120]
 
 
 def parse(args: list[str]) -> list[Lane]:
