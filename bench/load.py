@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--cacert", metavar="PATH", help="CA certificate(s) to verify the server")
     tls.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     p.add_argument("--server-name", metavar="NAME", help="TLS name (SNI) and Host header")
+    p.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="repeatable: connect to these in turn (DNS round robin over several LBs); "
+        "the URL's host stays the TLS name and Host header",
+    )
     p.add_argument("--header", action="append", default=[], metavar="K:V", help="repeatable")
     p.add_argument("--method", help="GET, or POST when --data is given")
     p.add_argument("--data", help="request body; @FILE reads it from FILE")
@@ -110,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         count_headers=tuple(args.count_header or DEFAULT_COUNT_HEADERS),
         expect_status=parse_status_set(args.expect_status) if args.expect_status else None,
         allow_public_target=args.allow_public_target,
+        addresses=tuple(args.address),
     )
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import http.client
 import ipaddress
+import itertools
 import math
 import socket
 import ssl
@@ -48,7 +49,7 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -109,11 +110,16 @@ class LoadConfig:
     count_headers: tuple[str, ...] = DEFAULT_COUNT_HEADERS
     expect_status: frozenset[int] | None = None  # None: 200-399 are ok
     allow_public_target: bool = False
+    # DNS round robin: the addresses the URL's host name stands for (one per load balancer);
+    # each new connection goes to the next one, as a client resolving the name would. Empty:
+    # the URL's host. TLS name and Host header stay the URL's host (or server_name).
+    addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         headers = self.headers.items() if isinstance(self.headers, Mapping) else self.headers
         object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in headers))
         object.__setattr__(self, "paths", tuple(self.paths))
+        object.__setattr__(self, "addresses", tuple(str(a) for a in self.addresses))
         object.__setattr__(self, "count_headers", tuple(self.count_headers))
         object.__setattr__(self, "method", self.method.upper())
         if isinstance(self.data, str):
@@ -191,6 +197,7 @@ class _Target:
     host: str
     port: int
     sni: str
+    addresses: tuple[str, ...]  # where connections go, in turn (at least the host)
     ssl_context: ssl.SSLContext | None
     requests: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (path, headers), round-robin
 
@@ -242,8 +249,10 @@ def _target(config: LoadConfig) -> _Target:
         port = parts.port or (443 if https else 80)
     except ValueError as exc:
         raise LoadConfigError(f"{config.url!r}: {exc}") from exc
+    addresses = config.addresses or (host,)
     if not config.allow_public_target:
-        _check_private(host, port)
+        for address in addresses:
+            _check_private(address, port)
     headers = list(config.headers)
     if config.server_name and not any(k.lower() == "host" for k, _ in headers):
         default_port = 443 if https else 80
@@ -255,6 +264,7 @@ def _target(config: LoadConfig) -> _Target:
         host=host,
         port=port,
         sni=config.server_name or host,
+        addresses=addresses,
         ssl_context=_ssl_context(config) if https else None,
         requests=tuple((p, frozen_headers) for p in _request_paths(config.url, config.paths)),
     )
@@ -343,10 +353,12 @@ class _Reply:
 class _Connection:
     """One keep-alive connection of one worker; reopened on demand after it closed."""
 
-    def __init__(self, target: _Target) -> None:
+    def __init__(self, target: _Target, turns: Iterator[int] | None = None) -> None:
         self._target = target
+        self._turns = turns if turns is not None else itertools.count()
         self._http: http.client.HTTPConnection | None = None
         self.opened = 0
+        self.address = target.addresses[0]
 
     @property
     def is_open(self) -> bool:
@@ -359,8 +371,9 @@ class _Connection:
 
     def _open(self, deadline: float) -> http.client.HTTPConnection:
         target = self._target
+        self.address = target.addresses[next(self._turns) % len(target.addresses)]
         try:
-            sock = socket.create_connection((target.host, target.port), _remaining(deadline))
+            sock = socket.create_connection((self.address, target.port), _remaining(deadline))
         except TimeoutError:
             raise _AttemptError("connect", "timeout", before_response=True) from None
         except OSError as exc:
@@ -436,6 +449,7 @@ class _Outcome:
     raw_reset: bool = False
     retried: bool = False
     values: tuple[tuple[str, str], ...] = ()
+    address: str = ""  # where the connection that answered went
 
 
 @dataclass(frozen=True)
@@ -536,6 +550,7 @@ class _Stats:
         self.failures: dict[str, Counter[str]] = {}
         self.status_codes: Counter[int] = Counter()
         self.counts: dict[str, Counter[str]] = {h: Counter() for h in count_headers}
+        self.by_address: Counter[str] = Counter()
         self.latencies_ms = array("d")
         self.lags_ms = array("d")
         self.seconds: dict[int, _SecondStats] = {}
@@ -563,6 +578,7 @@ class _Stats:
             self.retries += outcome.retried
             if outcome.status is not None:
                 self.status_codes[outcome.status] += 1
+                self.by_address[outcome.address] += 1
             for header, value in outcome.values:
                 self.counts[header][value] += 1
                 sec.counts.setdefault(header, Counter())[value] += 1
@@ -596,6 +612,7 @@ class _Stats:
                 failures={k: Counter(c) for k, c in self.failures.items()},
                 status_codes=Counter(self.status_codes),
                 counts={h: Counter(c) for h, c in self.counts.items()},
+                by_address=Counter(self.by_address),
                 latencies_ms=array("d", self.latencies_ms if samples else ()),
                 lags_ms=array("d", self.lags_ms if samples else ()),
                 first_failure=self.first_failure,
@@ -616,6 +633,7 @@ class _StatsView:
     failures: dict[str, Counter[str]]
     status_codes: Counter[int]
     counts: dict[str, Counter[str]]
+    by_address: Counter[str]
     latencies_ms: array
     lags_ms: array
     first_failure: float | None
@@ -658,6 +676,7 @@ class Report:
     first_failure_s: float | None
     last_failure_s: float | None
     timeline: list[Second] = field(repr=False)
+    by_address: dict[str, int] = field(default_factory=dict)  # address -> responses (any status)
 
     @property
     def versions(self) -> dict[str, int]:
@@ -702,6 +721,7 @@ class Report:
             "slow": self.slow,
             "schedule_lag_ms": self.schedule_lag_ms,
             "counts": {h: dict(v) for h, v in self.counts.items()},
+            "by_address": dict(self.by_address),
             "first_failure_s": self.first_failure_s,
             "last_failure_s": self.last_failure_s,
             "timeline": [s.to_dict() for s in self.timeline],
@@ -734,6 +754,9 @@ class Report:
                 f"  failures   first at {self.first_failure_s:.2f} s,"
                 f" last at {self.last_failure_s:.2f} s"
             )
+        if len(self.by_address) > 1:
+            shown = ", ".join(f"{a} {n}" for a, n in self.by_address.items())
+            lines.append(f"  addresses  {shown}")
         for header, values in self.counts.items():
             shown = ", ".join(f"{v} {n}" for v, n in values.items()) or "-"
             lines.append(f"  {header}: {shown}")
@@ -767,6 +790,7 @@ class LoadGenerator:
         self._final: Report | None = None
         self._stop_lock = threading.Lock()  # serialises stop()
         self._body = config.data
+        self._turns = itertools.count()  # next(count) is atomic: connections share the turns
 
     # ---- lifecycle
 
@@ -864,7 +888,7 @@ class LoadGenerator:
             return slot, due
 
     def _work(self) -> None:
-        conn = _Connection(self._target)
+        conn = _Connection(self._target, self._turns)
         try:
             while (claim := self._claim()) is not None:
                 slot, due = claim
@@ -901,9 +925,11 @@ class LoadGenerator:
             return _Outcome("other", type(exc).__name__, raw_reset=raw_reset, retried=retried)
         finally:
             self._stats.connections_opened(conn.opened - opened_before)
-        return self._judge(reply, time.perf_counter() - start, raw_reset, retried)
+        return self._judge(reply, time.perf_counter() - start, raw_reset, retried, conn.address)
 
-    def _judge(self, reply: _Reply, latency: float, raw_reset: bool, retried: bool) -> _Outcome:
+    def _judge(
+        self, reply: _Reply, latency: float, raw_reset: bool, retried: bool, address: str
+    ) -> _Outcome:
         values = tuple(
             (name, reply.headers.get(name, NO_VALUE)) for name in self.config.count_headers
         )
@@ -916,6 +942,7 @@ class LoadGenerator:
             raw_reset=raw_reset,
             retried=retried,
             values=values,
+            address=address,
         )
 
     # ---- report
@@ -953,6 +980,7 @@ class LoadGenerator:
             first_failure_s=_round(view.first_failure),
             last_failure_s=_round(view.last_failure),
             timeline=view.timeline,
+            by_address=dict(sorted(view.by_address.items())),
         )
 
 

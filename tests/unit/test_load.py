@@ -164,8 +164,10 @@ class AppServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, context: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+    def __init__(
+        self, context: ssl.SSLContext | None, address: tuple[str, int] = ("127.0.0.1", 0)
+    ) -> None:
+        super().__init__(address, Handler)
         self.context = context
         self.version = "v1"
         self.release = threading.Event()
@@ -207,8 +209,10 @@ class AppServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def _serve(context: ssl.SSLContext | None) -> Iterator[AppServer]:
-    server = AppServer(context)
+def _serve(
+    context: ssl.SSLContext | None, address: tuple[str, int] = ("127.0.0.1", 0)
+) -> Iterator[AppServer]:
+    server = AppServer(context, address)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -426,6 +430,29 @@ def test_context_manager_and_count_headers(tls_server: AppServer, cacert: str) -
         "Content-Type": {"text/plain": report.requests},
         "X-Missing": {"(none)": report.requests},
     }
+
+
+def test_round_robin_addresses_spread_connections_over_both_servers(
+    tls_server: AppServer, pki: tuple[Path, ssl.SSLContext], cacert: str
+) -> None:
+    """One name, two load balancers (DNS round robin): connections alternate between the
+    addresses; the TLS name stays the URL's host, and the report counts responses per address."""
+    port = tls_server.server_address[1]
+    with _serve(pki[1], ("127.0.0.2", port)) as second:
+        second.version = "v2"
+        config = LoadConfig(
+            tls_server.url, rate=60, duration=0.5, concurrency=4, cacert=cacert,
+            addresses=("127.0.0.1", "127.0.0.2"),
+        )  # fmt: skip
+        report = LoadGenerator(config).run()
+    assert report.failed == 0 and report.requests >= 25
+    assert set(report.by_address) == {"127.0.0.1", "127.0.0.2"}
+    assert sum(report.by_address.values()) == report.requests
+    assert report.by_address["127.0.0.1"] == report.versions["v1"]
+    assert report.by_address["127.0.0.2"] == report.versions["v2"]
+    assert json.loads(json.dumps(report.to_dict()))["by_address"] == report.by_address
+    with pytest.raises(LoadConfigError, match="neither loopback nor private"):
+        LoadGenerator(LoadConfig(tls_server.url, addresses=("127.0.0.1", "8.8.8.8")))
 
 
 # --------------------------------------------------------------------------- configuration
