@@ -131,6 +131,7 @@ class Fleet:
             },
             "workers": self.workers,
             "lb_hosts": list(self.lb_hosts),
+            "lb_weights": {lb: dict(w) for lb, w in self.lb_weights.items()},
             "weights_disagree": list(self.weights_disagree),
         }
 

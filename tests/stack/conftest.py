@@ -1,6 +1,6 @@
 """End-to-end tests of the whole stack: playbooks/site.yml on a lab of the `small` topology
-(a load balancer, two app servers, a worker with beat, one data host), then HTTPS through the
-load balancer, the page's write, the Celery round trip, a TLS scan, idempotence, a broken
+(two load balancers, two app servers, a worker with beat, one data host), then HTTPS through the
+load balancers, the page's write, the Celery round trip, a TLS scan, idempotence, a broken
 template, a drain and a hard kill under load."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from inkdeploy.lab.drill import PlaybookRun, inventory_address, lab_inventory, r
 
 # INKDEPLOY_STACK_LAB with INKDEPLOY_STACK_REUSE: the name of a lab that is already up.
 LAB = os.environ.get("INKDEPLOY_STACK_LAB", "stack")
-SUBNET = "10.77.41.0/24"
+SUBNET = os.environ.get("INKDEPLOY_STACK_SUBNET", "10.77.41.0/24")
 VERSION = "1.0.0"
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("inkdeploy"))
@@ -36,9 +36,10 @@ def inkdeploy(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
 class Stack:
     inventory: Path
     artifact: Path
-    lb: str
+    lb: str  # lb1's address: the site's URL
     cacert: Path
     first_run: PlaybookRun
+    lbs: tuple[str, ...] = ()  # every LB's address: what the site's name resolves to
 
     @property
     def url(self) -> str:
@@ -49,6 +50,10 @@ class Stack:
 
     def on(self, host: str, *cmd: str) -> subprocess.CompletedProcess[str]:
         return inkdeploy("lab", "exec", "--lab", LAB, host, "--", *cmd, timeout=120)
+
+
+def lb_addresses(inventory: Path) -> tuple[str, ...]:
+    return tuple(inventory_address(inventory, lb) for lb in ("lb1", "lb2"))
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +71,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             lb=inventory_address(inventory, "lb1"),
             cacert=inventory.parent / "pki/nginx_lb/ca.crt",
             first_run=PlaybookRun("site.yml", 0, 0.0, "", {}),
+            lbs=lb_addresses(inventory),
         )
         return
     work = tmp_path_factory.mktemp("stack")
@@ -90,6 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             lb=inventory_address(inventory, "lb1"),
             cacert=inventory.parent / "pki/nginx_lb/ca.crt",
             first_run=first,
+            lbs=lb_addresses(inventory),
         )
     finally:
         down = inkdeploy("lab", "down", "--lab", LAB)

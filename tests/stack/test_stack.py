@@ -7,6 +7,7 @@ import http.client
 import http.cookiejar
 import json
 import re
+import socket
 import ssl
 import subprocess
 import time
@@ -37,9 +38,16 @@ def tls_context(stack: Stack) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(stack.cacert))
 
 
-def get(stack: Stack, path: str) -> tuple[http.client.HTTPResponse, str, str]:
-    """GET over HTTPS; the response, its body and the TLS version negotiated."""
+def get(
+    stack: Stack, path: str, address: str | None = None
+) -> tuple[http.client.HTTPResponse, str, str]:
+    """GET over HTTPS (to lb1, or to ADDRESS under lb1's name); the response, its body and the
+    TLS version negotiated."""
     conn = http.client.HTTPSConnection(stack.lb, 443, context=tls_context(stack), timeout=10)
+    if address:
+        conn.sock = tls_context(stack).wrap_socket(
+            socket.create_connection((address, 443), timeout=10), server_hostname=stack.lb
+        )
     conn.request("GET", path)
     response = conn.getresponse()
     body = response.read().decode()
@@ -51,7 +59,7 @@ def get(stack: Stack, path: str) -> tuple[http.client.HTTPResponse, str, str]:
 def test_site_yml_converges_the_whole_stack(stack: Stack) -> None:
     run = stack.first_run
     assert run.rc == 0, run.tail()
-    assert set(run.recap) == {"lb1", "app1", "app2", "worker1", "data1"}
+    assert set(run.recap) == {"lb1", "lb2", "app1", "app2", "worker1", "data1"}
     assert not run.failed_hosts
 
 
@@ -61,6 +69,15 @@ def test_https_answers_200_over_tls13_with_the_version(stack: Stack) -> None:
     assert response.getheader("X-App-Version") == VERSION
     assert f'<span id="version">{VERSION}</span>' in body
     assert "max-age=" in (response.getheader("Strict-Transport-Security") or "")
+
+
+def test_both_load_balancers_serve_the_site_under_one_name(stack: Stack) -> None:
+    """DNS round robin: the site's name stands for lb1 and lb2; either answers with the same
+    certificate (verified for that name) and the same release."""
+    for address in stack.lbs:
+        response, _, tls = get(stack, "/", address=address)
+        assert response.status == 200 and tls == "TLSv1.3", address
+        assert response.getheader("X-App-Version") == VERSION, address
 
 
 def test_plain_http_is_redirected_to_https(stack: Stack) -> None:

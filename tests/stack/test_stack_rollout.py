@@ -1,11 +1,11 @@
 """`inkdeploy rollout` on the stack lab (after test_stack.py, on the same fleet), under steady
-HTTPS load through the load balancer: rolling, blue-green and canary from v1 to v2 with no
-failed request, fast rollback, two bad canaries rolled back automatically (one with Ctrl-C
-pressed twice during its rollback), two rollouts started at once, a pre-flight refusal, SIGKILL
-mid-canary then resume or rollback, SIGKILL during an automatic rollback then resume, the lock
-released by force under a running rollout, site.yml and lb-weights.yml refused during a freeze,
-a database outage mid-canary that pauses instead of rolling back, and bad input that changes
-nothing."""
+HTTPS load through both load balancers (one name, DNS round robin): rolling, blue-green and
+canary from v1 to v2 with no failed request, fast rollback, two bad canaries rolled back
+automatically (one with Ctrl-C pressed twice during its rollback), two rollouts started at once,
+a pre-flight refusal, SIGKILL mid-canary then resume or rollback, SIGKILL during an automatic
+rollback then resume, the lock released by force under a running rollout, site.yml and
+lb-weights.yml refused during a freeze, a database outage mid-canary that pauses instead of
+rolling back, and bad input that changes nothing."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from inkdeploy.lab.drill import run_playbook
 from inkdeploy.loadgen import LoadConfig, LoadGenerator, Report
 
 from .conftest import CLI, REPO, Stack, inkdeploy
@@ -119,8 +120,11 @@ def live(stack: Stack) -> dict[str, int]:
 
 @pytest.fixture
 def load(stack: Stack) -> Iterator[LoadGenerator]:
+    # The site's name stands for both load balancers (DNS round robin): connections alternate.
     gen = LoadGenerator(
-        LoadConfig(stack.url, cacert=str(stack.cacert), rate=100, concurrency=8)
+        LoadConfig(
+            stack.url, cacert=str(stack.cacert), rate=100, concurrency=8, addresses=stack.lbs
+        )
     ).start()
     try:
         yield gen
@@ -131,6 +135,10 @@ def load(stack: Stack) -> Iterator[LoadGenerator]:
 
 def no_failures(report: Report) -> None:
     assert report.failed == 0, (report.failed_by_kind, report.failures[:5])
+
+
+def both_lbs_served(stack: Stack, report: Report) -> None:
+    assert all(report.by_address.get(lb, 0) > 0 for lb in stack.lbs), report.by_address
 
 
 def alt_inventory(stack: Stack, tmp_path: Path, rollout_settings: dict[str, Any] | None = None,
@@ -232,12 +240,28 @@ def rollout_in(stack: Stack, releases: Releases, inventory: Path) -> Run:
 def test_rolling_takes_the_fleet_to_v2_without_a_failed_request(
     stack: Stack, releases: Releases, load: LoadGenerator
 ) -> None:
+    """It starts with lb2 behind lb1, as a weights reload that failed on lb2 leaves it: the plan
+    says so and its first weights step sets both, so they agree at every step after."""
     assert live(stack) == {V1: 200}
+    fleet = status(stack)["fleet"]
+    weights = fleet["lb_weights"]["lb1"]
+    behind = {**weights, f"app1:{fleet['hosts']['app1']['live_slot']}": 0}
+    lagging = run_playbook("lb-weights.yml", stack.inventory,
+                           {"nginx_lb_slot_weights": behind}, limit="lb2")  # fmt: skip
+    assert lagging.rc == 0, lagging.tail()
+    split = status(stack)["fleet"]
+    assert split["weights_disagree"] == ["lb2"] and split["lb_weights"]["lb2"] == behind
     run = rollout(stack, releases, V2, "rolling")
     report = load.stop()
     assert run.rc == 0, run.stderr + json.dumps(run.of("step_failed"))
     assert run.result["result"] == "succeeded"
+    assert any("lb2" in note for note in run.of("rollout_started")[0]["notes"])
     no_failures(report)
+    both_lbs_served(stack, report)
+    after = status(stack)["fleet"]
+    assert (
+        after["weights_disagree"] == [] and after["lb_weights"]["lb1"] == after["lb_weights"]["lb2"]
+    )
     assert live(stack) == {V2: 200}
     # one batch at a time: never both hosts drained
     for step in run.of("step_started"):
@@ -342,6 +366,7 @@ def test_canary_to_v2_two_started_at_once_one_runs_the_other_is_refused(
     print(f"\ncanary {V1} -> {V2}: {report.requests} requests, {report.failed} failed, "
           f"{report.raw_resets} raw resets")  # fmt: skip
     assert report.requests >= 10_000
+    both_lbs_served(stack, report)
     assert live(stack) == {V2: 200}
     judged = [g for g in run.of("gate") if g["kind"] == "judge"]
     assert len(judged) == 2 and all(g["outcome"] == "pass" for g in judged)
@@ -625,8 +650,8 @@ def test_site_yml_after_the_rollouts_keeps_what_is_live(stack: Stack, load: Load
         host: {slot: (s["version"], s["active"], s["weight"]) for slot, s in h["slots"].items()}
         for host, h in before["fleet"]["hosts"].items()
     }
-    # neither the LB's weights nor the workers' release were touched
-    assert run.changed.get("lb1", 0) == 0 and run.changed.get("worker1", 0) == 0, run.changed
+    # neither the LBs' weights nor the workers' release were touched
+    assert not any(run.changed.get(h, 0) for h in ("lb1", "lb2", "worker1")), run.changed
     no_failures(report)
     targets = stack.on("data1", "cat", "/etc/prometheus/file_sd/app.yml").stdout
     for h in after["fleet"]["hosts"].values():

@@ -33,6 +33,11 @@ def test_builtin_topologies_load_and_full_matches_the_documented_fleet():
     assert len(full.hosts) == 13
 
 
+def test_the_stack_tests_small_topology_has_two_load_balancers():
+    groups = load_topology("small").groups()
+    assert groups["lb"] == ["lb1", "lb2"] and groups["app"] == ["app1", "app2"]
+
+
 @pytest.mark.parametrize("name", ["full", "small", "trio"])
 def test_every_builtin_topology_covers_every_group(name):
     groups = load_topology(name).groups()

@@ -67,10 +67,14 @@ def run_playbook(
     inventory: Path,
     extra_vars: dict[str, object] | None = None,
     timeout: float = 3600,
+    limit: str | None = None,
 ) -> PlaybookRun:
-    """Run playbooks/PLAYBOOK against INVENTORY with the project's ansible.cfg."""
+    """Run playbooks/PLAYBOOK against INVENTORY (only the hosts of LIMIT, if given) with the
+    project's ansible.cfg."""
     bindir = Path(sys.executable).parent
     cmd = [str(bindir / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOKS / playbook)]
+    if limit:
+        cmd += ["--limit", limit]
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     env = {
