@@ -1,7 +1,7 @@
 """The web tier on a lab: how long site.yml takes (fresh and no-op), and what draining and
 hard-killing an app host cost the clients of the load balancer, under steady HTTPS load.
 
-    python bench/web_tier.py                       # small topology (5 hosts), 3 drills of each
+    python bench/web_tier.py                       # small topology (6 hosts), 3 drills of each
     python bench/web_tier.py --topology full --runs 5 --json
 
 Needs root (it boots its own lab, 'bweb' on 10.77.53.0/24 by default) and PyPI for the build.
