@@ -353,9 +353,9 @@ class _Reply:
 class _Connection:
     """One keep-alive connection of one worker; reopened on demand after it closed."""
 
-    def __init__(self, target: _Target, turns: Iterator[int] | None = None) -> None:
+    def __init__(self, target: _Target, turns: Iterator[int]) -> None:
         self._target = target
-        self._turns = turns if turns is not None else itertools.count()
+        self._turns = turns  # shared by the generator's connections: the next address in turn
         self._http: http.client.HTTPConnection | None = None
         self.opened = 0
         self.address = target.addresses[0]
