@@ -66,6 +66,12 @@ class PrometheusGate(_Strict):
     # When the gate fails for {version}, run the same query for the baseline ({previous}) over
     # the same window; if it breaches too, pause (a fleet-wide problem) instead of failing.
     compare_baseline: bool = True
+    # A failure with a baseline to compare is acted on only if it still holds this long after it
+    # was first seen (the window runs on meanwhile): each target is scraped at its own moment,
+    # and a counter series born with the first error needs a second scrape before rate() shows
+    # it, so the baseline's data of a fleet-wide outage can trail the canary's by two scrapes.
+    # 0 acts at once. Without a baseline (first deploy, compare_baseline off) it always does.
+    confirm_s: float = Field(15.0, ge=0)
 
 
 class JudgeMetric(_Strict):

@@ -69,6 +69,8 @@ class Context:
     # Called while waiting for an approval, with the step's label; True approves at once.
     ask_approval: Callable[[str], bool | None] | None = None
     sleep: Callable[[float], None] = time.sleep
+    # wall-clock time, as the metric gates' windows are measured (tests give a fake clock)
+    clock: Callable[[], float] = time.time
     # wall-clock time (time.time()) when all traffic reached the plan's release
     traffic_switched: float | None = None
     promoted: bool = False
@@ -354,7 +356,8 @@ class Executor:
 
     def _analysis(self, step: Analysis) -> None:
         """Run the metric gates every few seconds over the window so far: a clear failure ends
-        the step at once; a pass needs the whole window."""
+        the step at once (once confirmed, when there is a baseline to compare); a pass needs the
+        whole window."""
         if step.window_s <= 0:
             return
         client = self.ctx.prometheus()
@@ -362,17 +365,23 @@ class Executor:
         gates = self.ctx.policy.prometheus_gates
         for gate in gates:
             client.check_query(render(gate.query, **params))
+        clock = self.ctx.clock
         # Metrics lag the weights: the rates behind the gates look back 15-30 s and Prometheus
         # scrapes every 5 s, so the window starts after a warm-up.
         self._wait(WARMUP_S)
-        start = time.time()
+        start = clock()
         end = start + step.window_s
-        check_every = min(15.0, max(5.0, step.window_s / 4))
+        finest = min((gate.step_s for gate in gates), default=5.0)
+        check_every = min(15.0, max(finest, step.window_s / 4))
+        # gate index -> when its failure was first seen, while it waits for confirmation
+        pending: dict[int, float] = {}
         marginal_retry = True
         while True:
-            now = time.time()
-            final = now >= end
-            outcome = self._evaluate(client, step, params, start, min(now, end), final)
+            now = clock()
+            final = now >= end and not pending
+            # while a failure is being confirmed the window runs on past its end
+            until = now if pending else min(now, end)
+            outcome = self._evaluate(client, step, params, start, until, final, pending)
             if outcome == "pass" and final:
                 return
             if outcome == "marginal" and final:
@@ -381,17 +390,43 @@ class Executor:
                     self.ctx.events.emit(
                         "analysis_extended", label=step.label, window_s=step.window_s
                     )
-                    end = time.time() + step.window_s
+                    end = clock() + step.window_s
                     continue
                 raise StepFailed(
                     f"The canary judge stayed marginal over two windows at {step.label}."
                 )
-            wait_until = min(end, time.time() + check_every)
-            while time.time() < wait_until:
+            if pending:
+                wait_until = min(seen + gates[i].confirm_s for i, seen in pending.items())
+            else:
+                wait_until = min(end, clock() + check_every)
+            while clock() < wait_until:
                 self._poll_control()
                 if self.ctx.promoted and step.judge:
                     return
-                self.ctx.sleep(min(1.0, max(0.0, wait_until - time.time())))
+                self.ctx.sleep(min(1.0, max(0.0, wait_until - clock())))
+
+    def _unconfirmed(self, results: list[GateResult], pending: dict[int, float]) -> bool:
+        """Track failures that wait for confirmation (see PrometheusGate.confirm_s); True while
+        one of RESULTS is such a failure that is not yet confirmed."""
+        now = self.ctx.clock()
+        waiting = False
+        for i, (gate, result) in enumerate(
+            zip(self.ctx.policy.prometheus_gates, results, strict=True)
+        ):
+            if result.outcome != "fail" or "baseline" not in result.evidence or not gate.confirm_s:
+                pending.pop(i, None)
+                continue
+            if i not in pending:
+                pending[i] = now
+                self.ctx.events.emit(
+                    "warning",
+                    message=f"{result.message} Confirming it in {gate.confirm_s:.0f} s, against "
+                    f"the baseline's metrics too (they can trail by a scrape or two), before "
+                    "acting on it.",
+                )
+            if now - pending[i] < gate.confirm_s:
+                waiting = True
+        return waiting
 
     def _evaluate(
         self,
@@ -401,12 +436,18 @@ class Executor:
         start: float,
         end: float,
         final: bool,
+        pending: dict[int, float],
     ) -> str:
-        """'pass', 'marginal' or 'wait' (too early to tell); raises StepFailed on a failure."""
+        """'pass', 'marginal', 'wait' (too early to tell) or 'confirm' (a failure waits for its
+        confirmation, nothing is recorded); raises StepFailed on a failure."""
         early = not final
         verdict = "pass"
-        for gate in self.ctx.policy.prometheus_gates:
-            result = evaluate(client, gate, params, start, end)
+        results = [
+            evaluate(client, gate, params, start, end) for gate in self.ctx.policy.prometheus_gates
+        ]
+        if self._unconfirmed(results, pending):
+            return "confirm"
+        for result in results:
             if early and (result.outcome in {"nodata", "pause"} or result.evidence.get("no_data")):
                 verdict = "wait"
                 continue
@@ -438,10 +479,11 @@ class Executor:
         return verdict if early else "pass"
 
     def _wait(self, seconds: float) -> None:
-        until = time.time() + seconds
-        while time.time() < until:
+        clock = self.ctx.clock
+        until = clock() + seconds
+        while clock() < until:
             self._poll_control()
-            self.ctx.sleep(min(1.0, max(0.0, until - time.time())))
+            self.ctx.sleep(min(1.0, max(0.0, until - clock())))
 
     def _wait_for_operator(self, why: str) -> None:
         self._pause(reason=why)

@@ -611,7 +611,9 @@ def test_a_database_outage_during_a_canary_pauses_it_instead_of_blaming_the_rele
         back = time.monotonic()
         for line in proc.stdout:
             event = json.loads(line)
-            assert event["type"] not in {"rollback_started", "step_failed"}, event
+            assert event["type"] not in {"rollback_started", "step_failed"}, json.dumps(
+                event["data"], indent=1
+            )
             if event["type"] == "paused":
                 paused = event["data"]
                 break

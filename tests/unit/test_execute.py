@@ -5,7 +5,9 @@ variables; pause, promote and abort from another process are obeyed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 
 from inkdeploy.config import Policy
 from inkdeploy.events import Events, JsonLinesFile
-from inkdeploy.execute import Context, Executor
+from inkdeploy.execute import WARMUP_S, Context, Executor
 from inkdeploy.plan import Plan
 from inkdeploy.runner import PlaybookResult, TaskFailure
 from inkdeploy.state.journal import Journal
@@ -203,3 +205,117 @@ def test_an_approval_can_be_refused(tmp_path: Path, action: str) -> None:
     outcome = executor.run()
     assert not outcome.ok and "Aborted by erin" in outcome.message
     assert runner.calls == []
+
+
+class FakeClock:
+    """Wall-clock time that moves only when the executor sleeps: the analysis loop runs through
+    its checks at once, and the fake Prometheus lays each series out from the window's start."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.05)
+
+
+CANARY_Q = 'version:http_errors:ratio_rate30s{version="2.0.0"}'
+BASELINE_Q = 'version:http_errors:ratio_rate30s{version="1.0.0"}'
+
+
+def analyse(
+    tmp_path: Path, canary: list[float], baseline: list[float] | None, **gate: Any
+) -> tuple[Any, list[dict[str, Any]], float]:
+    """One 60 s analysis of 2.0.0 (against 1.0.0 when BASELINE is given) with the error-ratio
+    gate only, values one per 5 s from the window's start; returns the outcome, the events and
+    the window-relative time of the step's end."""
+    from tests.unit.test_gates_prometheus import FakePrometheus
+
+    clock = FakeClock()
+    policy = Policy.model_validate(
+        {
+            "prometheus_gates": [
+                {
+                    "name": "error ratio of {version}",
+                    "query": 'version:http_errors:ratio_rate30s{{version="{version}"}}',
+                    "threshold": 0.01,
+                    **gate,
+                }
+            ],
+            "pause_timeout_s": 0.01,
+        }
+    )
+    step = Analysis("canary at 10%", "2.0.0", 60, "1.0.0" if baseline is not None else None)
+    with FakePrometheus() as prom:
+        prom.matrix[CANARY_Q] = [({"version": "2.0.0"}, canary)]
+        if baseline is not None:
+            prom.matrix[BASELINE_Q] = [({"version": "1.0.0"}, baseline)]
+        executor, journal, ctx = make(tmp_path, [step], RecordingRunner(), policy)
+        ctx.clock, ctx.sleep, ctx.prometheus_url = clock, clock.sleep, prom.url
+        if baseline is None:
+            executor.plan = dataclasses.replace(executor.plan, previous=None)
+        began = clock.now + WARMUP_S
+        outcome = executor.run()
+    events = [json.loads(x) for x in journal.path("r1").read_text().splitlines()]
+    return outcome, events, clock.now - began
+
+
+OK = [0.0] * 20
+OUTAGE = [0.0, 0.0, 0.3, 0.6, 0.6, 0.4, 0.2] + [0.0] * 13  # samples 2-6 breach (10-30 s)
+
+
+def test_a_baseline_trailing_the_canary_by_two_scrapes_still_makes_a_fleet_wide_pause(
+    tmp_path: Path,
+) -> None:
+    # A database outage: both versions fail requests, but the baseline's rates show it two
+    # samples (10 s) later. At the 15 s check only the canary breaches; acting then would roll
+    # back a healthy release. Confirmed 15 s later, the baseline breaches too: a pause.
+    outcome, events, _ = analyse(tmp_path, OUTAGE, [0.0] * 4 + OUTAGE[2:])
+    kinds = [e["type"] for e in events]
+    warning = next(e["data"]["message"] for e in events if e["type"] == "warning")
+    assert (
+        warning.startswith('Gate "error ratio of 2.0.0" failed')
+        and "Confirming it in 15 s" in warning
+    )
+    paused = next(e["data"]["reason"] for e in events if e["type"] == "paused")
+    assert "AND on the baseline 1.0.0" in paused and "fleet-wide" in paused
+    assert kinds.index("warning") < kinds.index("paused")
+    # nobody answered the pause (pause_timeout_s), so the step failed on that, not on the gate
+    assert not outcome.ok and "without resume" in outcome.message
+    # acting at once, the same data blames the release at the 15 s check
+    shutil.rmtree(tmp_path / ".inkdeploy")
+    outcome, _, ended = analyse(tmp_path, OUTAGE, [0.0] * 4 + OUTAGE[2:], confirm_s=0)
+    assert 'Gate "error ratio of 2.0.0" failed' in outcome.message and 15 <= ended < 20
+
+
+def test_a_bad_canary_beside_a_healthy_baseline_fails_once_confirmed(tmp_path: Path) -> None:
+    bad = [0.0, 0.2] + [0.3] * 18  # breaches from 5 s on
+    outcome, events, ended = analyse(tmp_path, bad, OK)
+    assert not outcome.ok and 'Gate "error ratio of 2.0.0" failed' in outcome.message
+    assert "paused" not in [e["type"] for e in events]
+    # first seen at the 15 s check, acted on 15 s later: well before the 60 s window ends
+    assert 30 <= ended < 35
+
+
+def test_without_a_baseline_or_with_confirmation_off_a_failure_acts_at_once(
+    tmp_path: Path,
+) -> None:
+    bad = [0.0, 0.2] + [0.3] * 18
+    for baseline, gate in ((None, {}), (OK, {"confirm_s": 0})):
+        outcome, events, ended = analyse(tmp_path, bad, baseline, **gate)
+        assert not outcome.ok and 'Gate "error ratio of 2.0.0" failed' in outcome.message
+        assert "warning" not in [e["type"] for e in events]
+        assert 15 <= ended < 20  # the 15 s check
+        shutil.rmtree(tmp_path / ".inkdeploy")
+
+
+def test_a_failure_that_clears_before_its_confirmation_is_not_acted_on(tmp_path: Path) -> None:
+    # One bad sample at 15 s: against a 15 % spike tolerance it fails the 15 s check (1 of 4),
+    # and is within the tolerance at the confirmation (1 of 7): the window runs to its end.
+    blip = [0.0, 0.0, 0.0, 0.2] + [0.0] * 16
+    outcome, events, ended = analyse(tmp_path, blip, OK, max_breach_ratio=0.15)
+    assert outcome.ok, outcome.message
+    assert "warning" in [e["type"] for e in events]
+    assert 60 <= ended < 65
