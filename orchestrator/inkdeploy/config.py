@@ -212,6 +212,10 @@ class Hooks(_Strict):
     pre: list[str] = Field(default_factory=list)
     post: list[str] = Field(default_factory=list)
     timeout_s: float = Field(300.0, gt=0)
+    # Hooks get a minimal environment (HOOK_BASE_ENV and the INKDEPLOY_* variables), not the
+    # controller's: no Grafana token, cloud or database credentials by accident. Names of more
+    # controller variables to pass through, for a hook that needs them.
+    env: list[str] = Field(default_factory=list)
 
 
 class Notify(_Strict):

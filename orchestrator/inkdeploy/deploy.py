@@ -16,7 +16,15 @@ from typing import Any
 from inkdeploy.build.builder import read_manifest
 from inkdeploy.config import Strategy
 from inkdeploy.errors import InkdeployError
-from inkdeploy.events import Event, Events, JsonLinesFile, JsonStdout, sinks_from_notify
+from inkdeploy.events import (
+    Event,
+    Events,
+    JsonLinesFile,
+    JsonStdout,
+    environment_secrets,
+    redact,
+    sinks_from_notify,
+)
 from inkdeploy.execute import Context, Executor, Outcome
 from inkdeploy.fleet import Fleet, build_fleet
 from inkdeploy.gates.prometheus import PrometheusClient, render
@@ -191,7 +199,10 @@ def _events(session: Session, rollout: str, json_out: bool) -> Events:
         sinks.append(JsonStdout())
     notify, warnings = sinks_from_notify(session.env.policy.notify, os.environ)
     token = os.environ.get(session.env.policy.notify.grafana_token_env, "")
-    events = Events(rollout, [*sinks, *notify], secrets=[token] if token else [])
+    secrets = (
+        [token, *environment_secrets(os.environ)] if token else environment_secrets(os.environ)
+    )
+    events = Events(rollout, [*sinks, *notify], secrets=secrets)
     for warning in warnings:
         events.emit("warning", message=warning)
     return events
@@ -270,7 +281,8 @@ def _record(plan: Plan, result: str, reason: str, started: float, seconds: float
         "version": plan.version,
         "previous": plan.previous,
         "result": result,
-        "reason": reason,
+        # kept on the fleet (the lock's history): a failed hook's command line can be in it
+        "reason": redact(reason, environment_secrets(os.environ)),
         "user": whoami(),
         "started": started,
         "seconds": round(seconds, 1),

@@ -51,6 +51,19 @@ _SECRET_KEY = re.compile(
 )
 # scheme://user:password@ anywhere in a string; the password is masked, the user kept.
 _USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):([^\s/@]*)@")
+# In command lines and messages: the value after a secret-looking name (PGPASSWORD=x,
+# api_key: x, --token x, --db-password=x) and after an Authorization header's scheme; the name
+# and the scheme are kept.
+_SECRET_WORD = r"[\w.-]*(?:password|passwd|secret|token|api[_-]?key)[\w.-]*"  # noqa: S105 - a pattern of names
+_SECRET_ARG = re.compile(
+    rf"(?P<name>\b{_SECRET_WORD}\s*[=:]\s*|(?<!\S)--?{_SECRET_WORD}\s+(?=[^-\s]))"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"',;]+)",
+    re.IGNORECASE,
+)
+_AUTH_HEADER = re.compile(
+    r"(?P<name>authorization\s*:\s*(?:bearer|basic|token|apikey)\s+)(?P<value>[^\s\"',;]+)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -78,12 +91,20 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
 
     Dict values under keys that look secret ("db_password", "Authorization", ...) become "***";
     each of SECRETS (4 characters or more) is masked wherever it appears inside a string; the
-    password in a URL's userinfo (https://user:pw@host) is masked. Objects other than dicts,
+    password in a URL's userinfo (https://user:pw@host), the value after a secret-looking name
+    in a command line or message (PGPASSWORD=pw, --token pw) and an Authorization header's
+    credentials are masked. Objects other than dicts,
     lists, tuples, sets, strings, numbers, booleans and None are turned into strings first, so
     an object whose str() shows a secret cannot carry it past this function.
     """
     known = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
     return _redact(value, known)
+
+
+def environment_secrets(env: Mapping[str, str]) -> list[str]:
+    """The values of ENV's variables whose names look secret (PGPASSWORD, AWS_SECRET_ACCESS_KEY,
+    VAULT_TOKEN...): masked wherever they would appear in an event."""
+    return [value for name, value in env.items() if _SECRET_KEY.search(name) and value]
 
 
 def _redact(value: Any, secrets: list[str]) -> Any:
@@ -100,6 +121,8 @@ def _redact(value: Any, secrets: list[str]) -> Any:
     text = str(value)
     for secret in secrets:
         text = text.replace(secret, MASK)
+    text = _AUTH_HEADER.sub(rf"\g<name>{MASK}", text)
+    text = _SECRET_ARG.sub(rf"\g<name>{MASK}", text)
     return _USERINFO.sub(rf"\1:{MASK}@", text)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from inkdeploy.config import Policy
-from inkdeploy.events import Events
+from inkdeploy.events import Events, environment_secrets, redact
 from inkdeploy.gates.http import check_http
 from inkdeploy.gates.judge import judge
 from inkdeploy.gates.prometheus import PrometheusClient, evaluate, render
@@ -101,9 +101,14 @@ class Outcome:
     lock_lost: bool = False
 
 
+# What a hook gets of the controller's environment besides hooks.env and INKDEPLOY_*.
+HOOK_BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
 def _env(ctx: Context, plan: Plan, result: str = "") -> dict[str, str]:
+    passed = (*HOOK_BASE_ENV, *ctx.policy.hooks.env)
     return {
-        **os.environ,
+        **{name: os.environ[name] for name in passed if name in os.environ},
         "INKDEPLOY_ROLLOUT_ID": plan.rollout,
         "INKDEPLOY_VERSION": plan.version,
         "INKDEPLOY_PREVIOUS_VERSION": plan.previous or "",
@@ -314,7 +319,10 @@ class Executor:
 
     def _hook(self, step: Hook) -> None:
         env = _env(self.ctx, self.plan, result="" if step.phase == "pre" else "success")
+        secrets = environment_secrets(os.environ)
         for command in step.commands:
+            # what is said of a hook goes to the terminal, the journal and webhooks: masked
+            shown = redact(command, secrets)
             try:
                 proc = subprocess.run(  # noqa: S602 - hooks are shell lines from the inventory
                     command, shell=True, env=env, capture_output=True, text=True,
@@ -322,14 +330,15 @@ class Executor:
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
                 raise StepFailed(
-                    f"The {step.phase}-deploy hook `{command}` did not finish within "
+                    f"The {step.phase}-deploy hook `{shown}` did not finish within "
                     f"{self.ctx.policy.hooks.timeout_s:.0f} s."
                 ) from None
-            self.ctx.events.emit("hook", phase=step.phase, command=command, rc=proc.returncode)
+            self.ctx.events.emit("hook", phase=step.phase, command=shown, rc=proc.returncode)
             if proc.returncode != 0:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
                 raise StepFailed(
-                    f"The {step.phase}-deploy hook `{command}` exited {proc.returncode}: {tail[0]}"
+                    f"The {step.phase}-deploy hook `{shown}` exited {proc.returncode}: "
+                    f"{redact(tail[0], secrets)}"
                 )
 
     def _gate(self, result: GateResult) -> GateResult:

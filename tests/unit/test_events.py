@@ -27,6 +27,7 @@ from inkdeploy.events import (
     JsonLinesFile,
     JsonStdout,
     Webhook,
+    environment_secrets,
     redact,
     sinks_from_notify,
 )
@@ -67,6 +68,9 @@ def receiver() -> Iterator[Receiver]:
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             raw = self.rfile.read(length) if length else b""
+            # the answer is fixed before the request is counted: a test that changes STATUS
+            # once it saw N requests does not change the answer to the Nth
+            status = state.status
             state.requests.append(
                 Request(
                     self.command,
@@ -81,7 +85,7 @@ def receiver() -> Iterator[Receiver]:
                 state.next_id += 1
                 answer = json.dumps({"id": state.next_id, "message": "Annotation added"}).encode()
             try:
-                self.send_response(state.status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
@@ -228,6 +232,37 @@ def test_redact_masks_the_password_in_url_userinfo() -> None:
     }
     # Objects are made strings first, so their str() cannot smuggle a secret through.
     assert redact([Path("/srv/hunter22")], secrets=["hunter22"]) == ["/srv/***"]
+
+
+def test_redact_masks_credentials_in_command_lines_and_keeps_prose() -> None:
+    masked = {
+        "curl -fsS -H 'Authorization: Bearer eyJhbGciOi.x' https://ci/hook": (
+            "curl -fsS -H 'Authorization: Bearer ***' https://ci/hook"
+        ),
+        "PGPASSWORD=s3cr3t psql -h db1 -c 'select 1'": "PGPASSWORD=*** psql -h db1 -c 'select 1'",
+        "notify --token tok123 --channel ops": "notify --token *** --channel ops",
+        "migrate --db-password=hunter2 --fast": "migrate --db-password=*** --fast",
+        'SLACK_SECRET="a b c" ./post.sh': "SLACK_SECRET=*** ./post.sh",
+        "api_key: XYZ123": "api_key: ***",
+    }
+    for text, expected in masked.items():
+        assert redact(text) == expected
+    for prose in (
+        "The lock token is held by alice",
+        "password reset link sent",
+        "x --password --next",  # a flag without a value
+        'version:http_errors:ratio_rate30s{version="2.0.0"} was 0.2',
+    ):
+        assert redact(prose) == prose
+
+
+def test_environment_secrets_are_the_values_of_secret_looking_names() -> None:
+    env = {"PATH": "/usr/bin", "PGPASSWORD": "pgpw1234", "AWS_SECRET_ACCESS_KEY": "awskey99",
+           "VAULT_TOKEN": "", "HOME": "/root"}  # fmt: skip
+    assert sorted(environment_secrets(env)) == ["awskey99", "pgpw1234"]
+    assert redact("hook said: pgpw1234 rejected", environment_secrets(env)) == (
+        "hook said: *** rejected"
+    )
 
 
 def test_events_redact_before_any_sink_or_subscriber_sees_the_event(tmp_path: Path) -> None:

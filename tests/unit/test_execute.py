@@ -17,7 +17,7 @@ import pytest
 
 from inkdeploy.config import Policy
 from inkdeploy.events import Events, JsonLinesFile
-from inkdeploy.execute import WARMUP_S, Context, Executor
+from inkdeploy.execute import HOOK_BASE_ENV, WARMUP_S, Context, Executor
 from inkdeploy.plan import Plan
 from inkdeploy.runner import PlaybookResult, TaskFailure
 from inkdeploy.state.journal import Journal
@@ -123,6 +123,34 @@ def test_a_failed_http_gate_says_what_it_saw(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in journal.path("r1").read_text().splitlines()]
     gate = next(x["data"] for x in lines if x["type"] == "gate")
     assert gate["outcome"] == "fail" and len(gate["evidence"]["attempts"]) == 2
+
+
+def test_hooks_get_a_minimal_environment_and_their_secrets_stay_out_of_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INKDEPLOY_GRAFANA_TOKEN", "glsa_not_for_hooks")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws_not_for_hooks")
+    monkeypatch.setenv("DEPLOY_CHANNEL", "ops")
+    out = tmp_path / "hook.env"
+    hook = Hook("pre", (f"env | sort > {out}",))
+    failing = Hook(
+        "post", ("notify --token tok-s3cr3t || { echo 'token=tok-s3cr3t bad' >&2; exit 4; }",)
+    )
+    policy = Policy.model_validate({"hooks": {"env": ["DEPLOY_CHANNEL"]}})
+    executor, journal, _ = make(tmp_path, [hook, failing], RecordingRunner(), policy)
+    outcome = executor.run()
+    names = {line.split("=", 1)[0] for line in out.read_text().splitlines()}
+    assert "INKDEPLOY_GRAFANA_TOKEN" not in names and "AWS_SECRET_ACCESS_KEY" not in names
+    assert {"PATH", "HOME", "DEPLOY_CHANNEL", "INKDEPLOY_VERSION"} <= names
+    assert names - {"DEPLOY_CHANNEL", *HOOK_BASE_ENV} <= {
+        "INKDEPLOY_ROLLOUT_ID", "INKDEPLOY_VERSION", "INKDEPLOY_PREVIOUS_VERSION",
+        "INKDEPLOY_STRATEGY", "INKDEPLOY_ENVIRONMENT", "INKDEPLOY_RESULT",
+        "PWD", "SHLVL", "_",  # the shell's own
+    }  # fmt: skip
+    # the failing hook's command line and output are in the journal with the token masked
+    assert not outcome.ok and "notify --token ***" in outcome.message
+    journal_text = journal.path("r1").read_text()
+    assert "tok-s3cr3t" not in journal_text and "notify --token ***" in journal_text
 
 
 def test_hooks_get_the_rollout_in_their_environment_and_a_failing_one_stops(

@@ -47,9 +47,15 @@ def test_certificate_is_signed_by_the_internal_ca(lab):
         socket.create_connection((lab.lb_address, 443), timeout=5) as raw,
         lab.tls_context().wrap_socket(raw, server_hostname=lab.lb_address) as tls,
     ):
-        sans = [value for _kind, value in tls.getpeercert()["subjectAltName"]]
+        cert = tls.getpeercert()
+    sans = [value for _kind, value in cert["subjectAltName"]]
     assert lab.lb_address in sans
     assert "lb1" in sans
+    # Mozilla's intermediate profile: a certificate lives at most 366 days
+    lifetime = ssl.cert_time_to_seconds(cert["notAfter"]) - ssl.cert_time_to_seconds(
+        cert["notBefore"]
+    )
+    assert lifetime <= 366 * 86400, lifetime / 86400
 
 
 def test_tls12_with_an_intermediate_cipher(lab):

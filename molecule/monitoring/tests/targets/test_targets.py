@@ -3,6 +3,8 @@
 import json
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -92,3 +94,17 @@ def dashboard_exprs(node) -> list[str]:
         for value in node:
             found += dashboard_exprs(value)
     return found
+
+
+def test_the_lifecycle_api_is_off(host):
+    """Whoever reaches the port cannot stop or reload Prometheus over HTTP (no
+    --web.enable-lifecycle); it keeps answering afterwards."""
+    for path in ("/-/quit", "/-/reload"):
+        request = urllib.request.Request(f"http://{address('mon1')}:9090{path}", method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=10)  # noqa: S310
+            answered = 200
+        except urllib.error.HTTPError as exc:
+            answered = exc.code
+        assert answered == 403, path
+    assert query("up")
