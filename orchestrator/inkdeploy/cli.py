@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from inkdeploy.build.cli import build_command
+from inkdeploy.console import friendly
 from inkdeploy.deploy_cli import register
+from inkdeploy.inventory import use_vault_password_file
 from inkdeploy.lab.cli import lab_app
 
 app = typer.Typer(
@@ -13,6 +18,25 @@ app = typer.Typer(
     add_completion=False,
     help="Deploy and operate a Django/Celery stack on plain Debian VMs.",
 )
+
+
+@app.callback()
+@friendly
+def main_options(
+    vault_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--vault-password-file",
+            envvar="ANSIBLE_VAULT_PASSWORD_FILE",
+            help="File (or script) with the Ansible Vault password of the inventory's secrets; "
+            "every ansible run and inventory read gets it.",
+        ),
+    ] = None,
+) -> None:
+    if vault_password_file is not None:
+        use_vault_password_file(vault_password_file)
+
+
 app.add_typer(lab_app, name="lab")
 app.command("build")(build_command)
 register(app)

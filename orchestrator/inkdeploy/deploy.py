@@ -199,10 +199,11 @@ def _events(session: Session, rollout: str, json_out: bool) -> Events:
         sinks.append(JsonStdout())
     notify, warnings = sinks_from_notify(session.env.policy.notify, os.environ)
     token = os.environ.get(session.env.policy.notify.grafana_token_env, "")
-    secrets = (
-        [token, *environment_secrets(os.environ)] if token else environment_secrets(os.environ)
-    )
-    events = Events(rollout, [*sinks, *notify], secrets=secrets)
+    # the Grafana token, secret-looking controller variables and the inventory's secrets (vault)
+    secrets = [token, *environment_secrets(os.environ)]
+    for hostvars in session.env.hostvars.values():
+        secrets += environment_secrets(hostvars)
+    events = Events(rollout, [*sinks, *notify], secrets=[s for s in secrets if s])
     for warning in warnings:
         events.emit("warning", message=warning)
     return events

@@ -46,7 +46,7 @@ RETRY_BACKOFF_S = (0.25, 0.75)
 
 _SECRET_KEY = re.compile(
     r"password|passwd|secret|token|api[_-]?key|private[_-]?key|authorization|cookie|credential"
-    r"|vault",
+    r"|vault|encryption[_-]?key",
     re.IGNORECASE,
 )
 # scheme://user:password@ anywhere in a string; the password is masked, the user kept.
@@ -101,10 +101,16 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
     return _redact(value, known)
 
 
-def environment_secrets(env: Mapping[str, str]) -> list[str]:
-    """The values of ENV's variables whose names look secret (PGPASSWORD, AWS_SECRET_ACCESS_KEY,
-    VAULT_TOKEN...): masked wherever they would appear in an event."""
-    return [value for name, value in env.items() if _SECRET_KEY.search(name) and value]
+def environment_secrets(env: Mapping[str, Any]) -> list[str]:
+    """The values of the variables in ENV (the controller's environment, or an inventory's
+    host variables) whose names look secret (PGPASSWORD, AWS_SECRET_ACCESS_KEY, VAULT_TOKEN,
+    postgresql_app_password...): masked wherever they would appear in an event. Templates
+    ("{{ redis_password }}") are not values."""
+    return [
+        value
+        for name, value in env.items()
+        if _SECRET_KEY.search(name) and isinstance(value, str) and value and "{{" not in value
+    ]
 
 
 def _redact(value: Any, secrets: list[str]) -> Any:

@@ -78,6 +78,33 @@ def parse_policy(raw: Any, overrides: dict[str, Any] | None = None) -> Policy:
         ) from None
 
 
+def use_vault_password_file(path: Path) -> None:
+    """Give every later ansible run and inventory read (this process's children) the vault
+    password in PATH, through Ansible's own ANSIBLE_VAULT_PASSWORD_FILE."""
+    if not path.is_file():
+        raise ConfigError(
+            f"Vault password file {path} does not exist; pass the file that holds the inventory's "
+            "vault password (--vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE)."
+        )
+    os.environ["ANSIBLE_VAULT_PASSWORD_FILE"] = str(path.resolve())
+
+
+def _inventory_error(inventory: Path, stderr: str) -> ConfigError:
+    text = " ".join(stderr.split())
+    if "Decryption failed" in text:
+        return ConfigError(
+            f"The vault password given does not decrypt inventory {inventory}'s vault file; "
+            "check --vault-password-file (or ANSIBLE_VAULT_PASSWORD_FILE)."
+        )
+    if "no vault secrets" in text:
+        return ConfigError(
+            f"Inventory {inventory} has vault-encrypted variables and no vault password was "
+            "given; pass --vault-password-file FILE (or set ANSIBLE_VAULT_PASSWORD_FILE)."
+        )
+    last = (stderr.strip().splitlines() or ["no output"])[-1]
+    return ConfigError(f"Could not read inventory {inventory}: {last}")
+
+
 def load_environment(inventory: Path, overrides: dict[str, Any] | None = None) -> Environment:
     if not inventory.exists():
         raise ConfigError(
@@ -94,8 +121,7 @@ def load_environment(inventory: Path, overrides: dict[str, Any] | None = None) -
         timeout=120,
     )
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ConfigError(f"Could not read inventory {inventory}: {last}")
+        raise _inventory_error(inventory, proc.stderr)
     data = json.loads(proc.stdout)
     hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
     groups: dict[str, list[str]] = {}

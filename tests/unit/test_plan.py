@@ -218,7 +218,12 @@ def test_the_committed_inventories_rollout_settings_are_valid(env: str) -> None:
     from inkdeploy.inventory import parse_policy
     from inkdeploy.runner import PROJECT
 
-    data = yaml.safe_load((PROJECT / f"inventories/{env}/group_vars/all.yml").read_text())
+    group_vars = PROJECT / f"inventories/{env}/group_vars"
+    # production keeps group all in a directory (main.yml beside the vault file)
+    path = (
+        group_vars / "all.yml" if (group_vars / "all.yml").exists() else group_vars / "all/main.yml"
+    )
+    data = yaml.safe_load(path.read_text())
     policy = parse_policy(data["inkdeploy_rollout"])
     assert policy.canary.steps[-1] == 100
 
