@@ -101,6 +101,11 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
     return _redact(value, known)
 
 
+# grafana_annotations_token_name, ansible_ssh_private_key_file, INKDEPLOY_GRAFANA_TOKEN_ENV...:
+# names of or paths to a secret, and their values are ordinary words that must stay readable.
+_NAMES_ABOUT_A_SECRET = ("_name", "_file", "_path", "_dir", "_env", "_user", "_days", "_url")
+
+
 def environment_secrets(env: Mapping[str, Any]) -> list[str]:
     """The values of the variables in ENV (the controller's environment, or an inventory's
     host variables) whose names look secret (PGPASSWORD, AWS_SECRET_ACCESS_KEY, VAULT_TOKEN,
@@ -109,7 +114,11 @@ def environment_secrets(env: Mapping[str, Any]) -> list[str]:
     return [
         value
         for name, value in env.items()
-        if _SECRET_KEY.search(name) and isinstance(value, str) and value and "{{" not in value
+        if _SECRET_KEY.search(name)
+        and not name.lower().endswith(_NAMES_ABOUT_A_SECRET)
+        and isinstance(value, str)
+        and value
+        and "{{" not in value
     ]
 
 

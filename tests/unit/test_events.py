@@ -257,8 +257,11 @@ def test_redact_masks_credentials_in_command_lines_and_keeps_prose() -> None:
 
 
 def test_environment_secrets_are_the_values_of_secret_looking_names() -> None:
-    env = {"PATH": "/usr/bin", "PGPASSWORD": "pgpw1234", "AWS_SECRET_ACCESS_KEY": "awskey99",
-           "VAULT_TOKEN": "", "HOME": "/root"}  # fmt: skip
+    env = {
+        "PATH": "/usr/bin", "PGPASSWORD": "pgpw1234", "AWS_SECRET_ACCESS_KEY": "awskey99",
+        "VAULT_TOKEN": "", "HOME": "/root", "grafana_annotations_token_name": "inkdeploy",
+        "ansible_ssh_private_key_file": "/srv/key", "redis_password": "{{ vault_redis }}",
+    }  # fmt: skip
     assert sorted(environment_secrets(env)) == ["awskey99", "pgpw1234"]
     assert redact("hook said: pgpw1234 rejected", environment_secrets(env)) == (
         "hook said: *** rejected"
