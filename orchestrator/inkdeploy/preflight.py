@@ -54,10 +54,10 @@ SENTINEL_PORT = 26379  # roles/redis_sentinel: redis_sentinel_port
 SENTINEL_MASTER = "inkdeploy"  # roles/redis_sentinel: redis_sentinel_master_name
 # Past the probes' own timeouts (connect, then read), a probe still running is given up.
 _GRACE_S = 0.3
-_LEADER_ROLES = {"leader", "master", "primary", "standby_leader"}
+LEADER_ROLES = {"leader", "master", "primary", "standby_leader"}
 # Patroni 3.0.2 (Debian 12) reports a healthy replica as "running"; 3.0.4 and later as
 # "streaming" (or "in archive recovery" while it replays from the archive only).
-_SYNC_ROLES = {"sync_standby", "quorum_standby"}
+SYNC_ROLES = {"sync_standby", "quorum_standby"}
 _SYNC_STATES = {"streaming", "running"}
 _IGNORED_ALERTS = {"Watchdog"}
 _RESP_CLIENT = PROJECT / "plugins" / "module_utils" / "inkdeploy_resp.py"
@@ -151,15 +151,15 @@ def evaluate_patroni(
         for o in clusters
         if o.error is not None
     ]
-    views = [(o.host, _members(o.data)) for o in clusters if o.error is None]
+    views = [(o.host, cluster_members(o.data)) for o in clusters if o.error is None]
     seconds = _longest(clusters + configs)
     if not views:
         return Check("patroni", False, "no member answered", seconds, problems)
-    sync_mode, sync_source = _sync_mode(configs, sync_mode_inventory)
-    host, members = _reference_view(views)
+    sync_mode, sync_source = sync_mode_of(configs, sync_mode_inventory)
+    host, members = reference_view(views)
     seen = _describe_members(members)
     problems += _leader_problems(host, members, seen)
-    standbys = [m for m in members if m.get("role") in _SYNC_ROLES]
+    standbys = [m for m in members if m.get("role") in SYNC_ROLES]
     streaming = [m for m in standbys if m.get("state") in _SYNC_STATES]
     if sync_mode and len(members) > 1 and not streaming:
         problems.append(
@@ -171,21 +171,21 @@ def evaluate_patroni(
     return Check("patroni", not problems, detail, seconds, problems)
 
 
-def _members(data: Any) -> list[dict[str, Any]]:
+def cluster_members(data: Any) -> list[dict[str, Any]]:
     members = data.get("members") if isinstance(data, dict) else None
     return [m for m in members or [] if isinstance(m, dict)]
 
 
-def _reference_view(views: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
+def reference_view(views: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
     """The leader's own view when it answered, else the first member's."""
     for host, members in views:
-        if any(m.get("name") == host and m.get("role") in _LEADER_ROLES for m in members):
+        if any(m.get("name") == host and m.get("role") in LEADER_ROLES for m in members):
             return host, members
     return views[0]
 
 
 def _leader_problems(host: str, members: list[dict[str, Any]], seen: str) -> list[str]:
-    leaders = [m for m in members if m.get("role") in _LEADER_ROLES]
+    leaders = [m for m in members if m.get("role") in LEADER_ROLES]
     if not leaders:
         return [
             f"Patroni on {host} reports no leader (members: {seen}); PostgreSQL takes no writes: "
@@ -208,7 +208,7 @@ def _leader_problems(host: str, members: list[dict[str, Any]], seen: str) -> lis
 
 def _disagreement(views: list[tuple[str, list[dict]]]) -> list[str]:
     def summary(members: list[dict[str, Any]]) -> str:
-        leaders = sorted(str(m.get("name")) for m in members if m.get("role") in _LEADER_ROLES)
+        leaders = sorted(str(m.get("name")) for m in members if m.get("role") in LEADER_ROLES)
         names = sorted(str(m.get("name")) for m in members)
         return f"leader {', '.join(leaders) or 'none'} of {', '.join(names) or 'no members'}"
 
@@ -222,11 +222,11 @@ def _disagreement(views: list[tuple[str, list[dict]]]) -> list[str]:
     ]
 
 
-def _sync_mode(configs: list[Observation], inventory: bool) -> tuple[bool, str]:
+def sync_mode_of(configs: list[Observation], inventory: bool) -> tuple[bool, str]:
     """synchronous_mode as the cluster (GET /config, the DCS) has it, else the inventory's."""
     for o in configs:
         if o.error is None and isinstance(o.data, dict) and "synchronous_mode" in o.data:
-            return _truthy(o.data["synchronous_mode"]), f"GET /config on {o.host}"
+            return truthy(o.data["synchronous_mode"]), f"GET /config on {o.host}"
     return inventory, "inventory patroni_synchronous_mode"
 
 
@@ -236,13 +236,13 @@ def _describe_members(members: list[dict[str, Any]]) -> str:
     parts = []
     for m in members:
         text = f"{m.get('name')} {m.get('role')} {m.get('state')}"
-        if m.get("role") not in _LEADER_ROLES and "lag" in m:
-            text += f" lag {_size(m['lag'])}"
+        if m.get("role") not in LEADER_ROLES and "lag" in m:
+            text += f" lag {format_bytes(m['lag'])}"
         parts.append(text)
     return ", ".join(parts)
 
 
-def _size(lag: Any) -> str:
+def format_bytes(lag: Any) -> str:
     if not isinstance(lag, int | float) or isinstance(lag, bool):
         return str(lag)  # Patroni writes "unknown" when it cannot tell
     for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
@@ -357,7 +357,7 @@ def _longest(obs: list[Observation]) -> float:
     return max((o.seconds for o in obs), default=0.0)
 
 
-def _truthy(value: Any) -> bool:
+def truthy(value: Any) -> bool:
     """Ansible's and Patroni's booleans (true, "on", "yes", 1); "quorum" (Patroni 4) is on."""
     if isinstance(value, bool):
         return value
@@ -376,18 +376,18 @@ def run_preflight(
     evaluate what was seen; SERVING: the versions live in the fleet (alerts about others are
     left aside)."""
     tasks: list[Task] = []
-    tasks += _patroni_tasks(env, timeout_s)
+    tasks += patroni_tasks(env, timeout_s)
     sentinel_tasks, master, auth = _sentinel_tasks(env, timeout_s)
     tasks += sentinel_tasks
     tasks += _alert_tasks(env, timeout_s)
     tasks += _lb_tasks(env, timeout_s)
-    seen = _run_all(tasks, timeout_s)
+    seen = run_probes(tasks, timeout_s)
 
     def of(kind: str) -> list[Observation]:
         return [o for k, o in seen if k == kind]
 
     db = env.groups.get("db", [])
-    sync_inventory = bool(db) and _truthy(_hostvar(env, db[0], "patroni_synchronous_mode"))
+    sync_inventory = bool(db) and truthy(hostvar(env, db[0], "patroni_synchronous_mode"))
     alerts = of("alerts")
     return evaluate(
         Observations(
@@ -404,7 +404,7 @@ def run_preflight(
     )
 
 
-def _run_all(tasks: list[Task], timeout_s: float) -> list[tuple[str, Observation]]:
+def run_probes(tasks: list[Task], timeout_s: float) -> list[tuple[str, Observation]]:
     """Run every task at once; a task still running shortly after TIMEOUT_S (a connect that
     took nearly the timeout, then a read that did too) is given up and reported as such."""
     if not tasks:
@@ -458,11 +458,11 @@ def _get_json(url: str, timeout_s: float) -> Any:
     return response.json()
 
 
-def _patroni_tasks(env: Environment, timeout_s: float) -> list[Task]:
+def patroni_tasks(env: Environment, timeout_s: float) -> list[Task]:
     tasks: list[Task] = []
     for host in env.groups.get("db", []):
-        address = _hostvar(env, host, "patroni_restapi_address") or env.address(host)
-        port = int(_hostvar(env, host, "patroni_restapi_port") or PATRONI_PORT)
+        address = hostvar(env, host, "patroni_restapi_address") or env.address(host)
+        port = int(hostvar(env, host, "patroni_restapi_port") or PATRONI_PORT)
         base = f"http://{address}:{port}"
         # GET endpoints need no password (restapi.authentication guards the unsafe ones only).
         for kind, path in (("patroni", "/cluster"), ("patroni_config", "/config")):
@@ -480,16 +480,16 @@ def _sentinel_tasks(env: Environment, timeout_s: float) -> tuple[list[Task], str
         return [], SENTINEL_MASTER, ""
     first = hosts[0]
     master = (
-        _hostvar(env, first, "redis_sentinel_master_name")
-        or _hostvar(env, first, "redis_master_name")
+        hostvar(env, first, "redis_sentinel_master_name")
+        or hostvar(env, first, "redis_master_name")
         or SENTINEL_MASTER
     )
-    password, source = _secret(env, first, "redis_sentinel_password")
+    password, source = inventory_secret(env, first, "redis_sentinel_password")
     auth = f"password from {source}" if password else "no password known (none sent)"
     tasks: list[Task] = []
     for host in hosts:
         address = env.address(host)
-        port = int(_hostvar(env, host, "redis_sentinel_port") or SENTINEL_PORT)
+        port = int(hostvar(env, host, "redis_sentinel_port") or SENTINEL_PORT)
 
         def ask(address: str = address, port: int = port) -> Any:
             return _ask_sentinel(address, port, password, master, timeout_s)
@@ -501,7 +501,7 @@ def _sentinel_tasks(env: Environment, timeout_s: float) -> tuple[list[Task], str
 def _ask_sentinel(
     address: str, port: int, password: str | None, master: str, timeout_s: float
 ) -> Any:
-    resp = _resp_client()
+    resp = resp_client()
     conn = resp.Connection(address, port, timeout=timeout_s)
     try:
         if password:
@@ -513,7 +513,7 @@ def _ask_sentinel(
 
 
 @cache
-def _resp_client() -> ModuleType:
+def resp_client() -> ModuleType:
     """The RESP client the redis and redis_sentinel modules use (plugins/module_utils), loaded
     from the project checkout as the playbooks are: it is plain Python with no Ansible import."""
     spec = importlib.util.spec_from_file_location("inkdeploy_resp", _RESP_CLIENT)
@@ -552,14 +552,14 @@ def _lb_tasks(env: Environment, timeout_s: float) -> list[Task]:
 # --- inventory values and secrets --------------------------------------------------------------
 
 
-def _hostvar(env: Environment, host: str, name: str, depth: int = 3) -> Any:
+def hostvar(env: Environment, host: str, name: str, depth: int = 3) -> Any:
     """HOST's NAME as ansible-inventory shows it, following plain '{{ other }}' references;
     None when unset or still a template (ansible-inventory does not render them)."""
     value = env.hostvars.get(host, {}).get(name)
     if isinstance(value, str):
         match = _TEMPLATE.match(value.strip())
         if match and depth > 0:
-            return _hostvar(env, host, match.group(1), depth - 1)
+            return hostvar(env, host, match.group(1), depth - 1)
         if "{{" in value or "{%" in value:
             return None
     if isinstance(value, dict):  # a vaulted value without the vault password
@@ -567,13 +567,13 @@ def _hostvar(env: Environment, host: str, name: str, depth: int = 3) -> Any:
     return value
 
 
-def _secret(env: Environment, host: str, name: str) -> tuple[str | None, str]:
+def inventory_secret(env: Environment, host: str, name: str) -> tuple[str | None, str]:
     """NAME's value and where it came from: the inventory (the lab writes its secrets into its
     hosts.yml; production decrypts Vault), else a lab's own secrets file (read, never written)."""
-    value = _hostvar(env, host, name)
+    value = hostvar(env, host, name)
     if isinstance(value, str) and value:
         return value, f"the inventory ({name})"
-    lab = _hostvar(env, host, "inkdeploy_lab")
+    lab = hostvar(env, host, "inkdeploy_lab")
     if isinstance(lab, str) and LAB_NAME_RE.match(lab):
         store = LabLayout.for_lab(lab).root / "secrets.json"
         stored = _read_json(store).get(name)

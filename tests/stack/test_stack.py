@@ -19,7 +19,7 @@ import pytest
 from inkdeploy.lab.drill import drain_drill, inventory_address, kill_drill, wait_slot_healthy
 from inkdeploy.loadgen import LoadConfig, LoadGenerator
 
-from .conftest import LAB, VERSION, Stack
+from .conftest import LAB, VERSION, Stack, inkdeploy
 
 pytestmark = pytest.mark.stack
 
@@ -208,6 +208,29 @@ def test_a_hard_killed_app_host_costs_at_most_a_handful_of_requests(stack: Stack
         wait_slot_healthy(LAB, "app2", VERSION, timeout=90)
     except TimeoutError as exc:
         pytest.fail(f"app2's blue slot did not come back after the reboot: {exc}")
+
+
+def on_call_status(stack: Stack, part: str) -> dict:
+    run = inkdeploy(part, "status", "-i", str(stack.inventory), "--json", timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return json.loads(run.stdout)
+
+
+def test_db_and_redis_status_show_the_data_tier(stack: Stack) -> None:
+    """The on-call view of the data tier, from Patroni's REST API and the sentinels."""
+    db = on_call_status(stack, "db")
+    assert (db["ok"], db["leader"], db["unreachable"]) == (True, "data1", {}), db
+    assert [(m["name"], m["role"], m["state"]) for m in db["members"]] == [
+        ("data1", "leader", "running")
+    ]
+    assert db["members"][0]["host"] == inventory_address(stack.inventory, "data1")
+    assert db["seconds"] < 3
+    redis = on_call_status(stack, "redis")
+    address = inventory_address(stack.inventory, "data1")
+    assert (redis["ok"], redis["master_host"]) == (True, "data1"), redis
+    assert redis["sentinels"] == {"data1": f"{address}:6379"}
+    assert redis["master_flags"] == ["master"] and redis["replicas"] == []
+    assert redis["seconds"] < 3
 
 
 def test_the_lb_answers_its_own_healthz(stack: Stack) -> None:

@@ -605,7 +605,11 @@ def test_a_database_outage_during_a_canary_pauses_it_instead_of_blaming_the_rele
         time.sleep(12)  # into the analysis window (it starts 10 s after the weights change)
         stop = stack.on("data1", "systemctl", "stop", "patroni")
         assert stop.returncode == 0, stop.stderr
-        time.sleep(12)
+        stopped = time.monotonic()
+        # the on-call view while the database is down answers at once and says so
+        db = subprocess.run([CLI, "db", "status", "-i", str(stack.inventory), "--json"],
+                            capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
+        time.sleep(max(0.0, 12 - (time.monotonic() - stopped)))
         start = stack.on("data1", "systemctl", "start", "patroni")
         assert start.returncode == 0, start.stderr
         back = time.monotonic()
@@ -631,6 +635,10 @@ def test_a_database_outage_during_a_canary_pauses_it_instead_of_blaming_the_rele
     run = parse_run(proc.returncode, rest, stderr, 0)
     assert run.rc == 0, stderr + json.dumps(run.of("step_failed"))
     assert live(stack) == {V2: 200}
+    assert db.returncode == 0, db.stdout + db.stderr
+    db_status = json.loads(db.stdout)
+    assert not db_status["ok"], db_status
+    assert list(db_status["unreachable"]) == ["data1"] and db_status["seconds"] < 5, db_status
     print(f"\ndatabase outage mid-canary: paused with {paused['reason']!r}; "
           f"{report.failed} of {report.requests} requests failed during the outage, "
           "resumed and promoted")  # fmt: skip

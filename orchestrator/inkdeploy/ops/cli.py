@@ -1,0 +1,84 @@
+"""`inkdeploy db status` and `inkdeploy redis status`: parse, call, print (rich for people,
+JSON for automation). Read-only; they take no lock."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from inkdeploy.console import friendly, out, print_json
+from inkdeploy.deploy_cli import Inventory, Json
+from inkdeploy.inventory import load_environment
+from inkdeploy.ops.db import db_status, describe_lag
+from inkdeploy.ops.redis import redis_status
+
+db_app = typer.Typer(no_args_is_help=True, help="PostgreSQL (Patroni) on-call commands.")
+redis_app = typer.Typer(no_args_is_help=True, help="Redis (Sentinel) on-call commands.")
+
+
+@db_app.command("status")
+@friendly
+def db_status_command(inventory: Inventory, json: Json = False) -> None:
+    """Patroni's members: leader, replicas with state and lag, sync standby; hosts that did not
+    answer within 2 s are named."""
+    env = load_environment(inventory)
+    began = time.monotonic()
+    status = db_status(env)
+    if json:
+        print_json({**status.to_dict(), "seconds": round(time.monotonic() - began, 3)})
+        return
+    if not env.groups.get("db"):
+        out.print("No hosts in group db.")
+        return
+    table = Table(title=f"PostgreSQL on {env.name}" + (f" (as {status.seen_by} sees it)"
+                                                       if status.seen_by else ""))  # fmt: skip
+    for column in ("member", "address", "role", "state", "timeline", "lag"):
+        table.add_column(column)
+    for m in status.members:
+        table.add_row(m.name, m.host, m.role, m.state, str(m.timeline or "-"), describe_lag(m))
+    out.print(table)
+    mode = "on" if status.synchronous_mode else "off"
+    sync = ", ".join(status.sync_standbys) or "none"
+    out.print(f"Leader: {status.leader or 'none'}; synchronous mode {mode}, sync standby: {sync}")
+    _footer(status.unreachable, status.problems)
+
+
+@redis_app.command("status")
+@friendly
+def redis_status_command(inventory: Inventory, json: Json = False) -> None:
+    """The master as the sentinels agree on it, each sentinel's answer, the replicas and their
+    link state; sentinels that did not answer within 2 s are named."""
+    env = load_environment(inventory)
+    began = time.monotonic()
+    status = redis_status(env)
+    if json:
+        print_json({**status.to_dict(), "seconds": round(time.monotonic() - began, 3)})
+        return
+    if not env.groups.get("sentinel"):
+        out.print("No hosts in group sentinel.")
+        return
+    where = f" ({status.master_host})" if status.master_host else ""
+    flags = f" [{','.join(status.master_flags)}]" if status.master_flags else ""
+    line = f'Master "{status.master_name}": {status.master or "none agreed"}{where}{flags}'
+    out.print(escape(line), highlight=False)
+    for host, said in status.said.items():
+        out.print(escape(f"  sentinel {host}: {said or 'names no master'}"), highlight=False)
+    table = Table(title="Replicas")
+    for column in ("replica", "host", "flags", "link", "offset"):
+        table.add_column(column)
+    for r in status.replicas:
+        table.add_row(r.address, r.host or "-", ",".join(r.flags), r.link, str(r.offset))
+    out.print(table)
+    _footer(status.unreachable, status.problems)
+
+
+def _footer(unreachable: dict[str, str], problems: list[str]) -> None:
+    for host, why in unreachable.items():
+        out.print(f"[yellow]{escape(host)} did not answer: {escape(why)}[/]", highlight=False)
+    for problem in problems:
+        out.print(f"[red]{escape(problem)}[/]", highlight=False)
+    if not problems:
+        out.print("[green]No problem seen.[/]")
