@@ -377,8 +377,8 @@ def run_preflight(
     left aside)."""
     tasks: list[Task] = []
     tasks += patroni_tasks(env, timeout_s)
-    sentinel_tasks, master, auth = _sentinel_tasks(env, timeout_s)
-    tasks += sentinel_tasks
+    asks, master, auth = sentinel_tasks(env, timeout_s)
+    tasks += asks
     tasks += _alert_tasks(env, timeout_s)
     tasks += _lb_tasks(env, timeout_s)
     seen = run_probes(tasks, timeout_s)
@@ -474,7 +474,14 @@ def _bind_get(url: str, timeout_s: float) -> Callable[[], Any]:
     return lambda: _get_json(url, timeout_s)
 
 
-def _sentinel_tasks(env: Environment, timeout_s: float) -> tuple[list[Task], str, str]:
+def sentinel_tasks(
+    env: Environment,
+    timeout_s: float,
+    questions: Callable[[str], list[tuple[str, ...]]] | None = None,
+) -> tuple[list[Task], str, str]:
+    """One task per host of group sentinel, the master's name, and where the Sentinel password
+    came from. Each task asks QUESTIONS(master) on one connection (default: the master's
+    address) and answers the one reply, or the list of replies when there are several."""
     hosts = env.groups.get("sentinel", [])
     if not hosts:
         return [], SENTINEL_MASTER, ""
@@ -486,27 +493,37 @@ def _sentinel_tasks(env: Environment, timeout_s: float) -> tuple[list[Task], str
     )
     password, source = inventory_secret(env, first, "redis_sentinel_password")
     auth = f"password from {source}" if password else "no password known (none sent)"
+    commands = (questions or _master_address)(master)
     tasks: list[Task] = []
     for host in hosts:
         address = env.address(host)
         port = int(hostvar(env, host, "redis_sentinel_port") or SENTINEL_PORT)
 
         def ask(address: str = address, port: int = port) -> Any:
-            return _ask_sentinel(address, port, password, master, timeout_s)
+            replies = _ask_sentinel(address, port, password, commands, timeout_s)
+            return replies[0] if len(replies) == 1 else replies
 
         tasks.append(("sentinel", host, f"{address}:{port}", ask))
     return tasks, master, auth
 
 
+def _master_address(master: str) -> list[tuple[str, ...]]:
+    return [("SENTINEL", "get-master-addr-by-name", master)]
+
+
 def _ask_sentinel(
-    address: str, port: int, password: str | None, master: str, timeout_s: float
-) -> Any:
+    address: str,
+    port: int,
+    password: str | None,
+    commands: list[tuple[str, ...]],
+    timeout_s: float,
+) -> list[Any]:
     resp = resp_client()
     conn = resp.Connection(address, port, timeout=timeout_s)
     try:
         if password:
             conn.call("AUTH", password)
-        return conn.call("SENTINEL", "get-master-addr-by-name", master)
+        return [conn.call(*command) for command in commands]
     finally:
         conn.buf.close()  # Connection.close() leaves its makefile (and so the socket) open
         conn.close()

@@ -13,17 +13,7 @@ from typing import Any
 
 from inkdeploy.inventory import Environment
 from inkdeploy.ops import without_force
-from inkdeploy.preflight import (
-    SENTINEL_MASTER,
-    SENTINEL_PORT,
-    Observation,
-    Task,
-    evaluate_sentinels,
-    hostvar,
-    inventory_secret,
-    resp_client,
-    run_probes,
-)
+from inkdeploy.preflight import Observation, evaluate_sentinels, run_probes, sentinel_tasks
 
 
 @dataclass(frozen=True)
@@ -147,39 +137,16 @@ def summarize(
 
 def redis_status(env: Environment, timeout_s: float = 2.0) -> RedisStatus:
     """Ask every sentinel (read-only, in parallel) and summarize."""
-    hosts = env.groups.get("sentinel", [])
-    first = hosts[0] if hosts else None
-    master = (
-        (hostvar(env, first, "redis_sentinel_master_name") if first else None)
-        or (hostvar(env, first, "redis_master_name") if first else None)
-        or SENTINEL_MASTER
-    )
-    password = inventory_secret(env, first, "redis_sentinel_password")[0] if first else None
-    tasks: list[Task] = []
-    for host in hosts:
-        address = env.address(host)
-        port = int(hostvar(env, host, "redis_sentinel_port") or SENTINEL_PORT)
-
-        def ask(address: str = address, port: int = port) -> Any:
-            return _ask(address, port, password, master, timeout_s)
-
-        tasks.append(("sentinel", host, f"{address}:{port}", ask))
+    tasks, master, _auth = sentinel_tasks(env, timeout_s, _questions)
     seen = run_probes(tasks, timeout_s)
-    by_address = {env.address(h): h for h in env.groups.get("redis", []) or hosts}
+    hosts = env.groups.get("redis", []) or env.groups.get("sentinel", [])
+    by_address = {env.address(h): h for h in hosts}
     return summarize([o for _, o in seen], master, by_address)
 
 
-def _ask(address: str, port: int, password: str | None, master: str, timeout_s: float) -> Any:
-    resp = resp_client()
-    conn = resp.Connection(address, port, timeout=timeout_s)
-    try:
-        if password:
-            conn.call("AUTH", password)
-        return [
-            conn.call("SENTINEL", "get-master-addr-by-name", master),
-            conn.call("SENTINEL", "master", master),
-            conn.call("SENTINEL", "replicas", master),
-        ]
-    finally:
-        conn.buf.close()  # Connection.close() leaves its makefile (and so the socket) open
-        conn.close()
+def _questions(master: str) -> list[tuple[str, ...]]:
+    return [
+        ("SENTINEL", "get-master-addr-by-name", master),
+        ("SENTINEL", "master", master),
+        ("SENTINEL", "replicas", master),
+    ]
