@@ -423,8 +423,10 @@ def run_probes(tasks: list[Task], timeout_s: float) -> list[tuple[str, Observati
         if future.done():
             out.append((kind, future.result()))
         else:
+            # said as the probe's own timeout says it: which of the two fired first on a busy
+            # machine must not change the sentence
             late = Observation(
-                host, target, time.monotonic() - began, error=f"no answer within {deadline_s:g} s"
+                host, target, time.monotonic() - began, error=f"no answer within {timeout_s:g} s"
             )
             out.append((kind, late))
     return out
