@@ -250,3 +250,7 @@ class Policy(_Strict):
     # waits this long for resume/promote/abort, then rolls back: it holds the lock and possibly
     # a partial canary weight meanwhile.
     pause_timeout_s: float = Field(1800.0, gt=0)
+    # Weight steps, the deploy lock, reading the fleet and cancelling a pending slot stop over
+    # one SSH command per host (inkdeploy/fastpath.py) instead of a playbook each: seconds
+    # instead of tens of seconds for a rollback. false: always the playbooks.
+    fast_path: bool = True

@@ -26,6 +26,7 @@ from inkdeploy.events import (
     sinks_from_notify,
 )
 from inkdeploy.execute import Context, Executor, Outcome
+from inkdeploy.fastpath import FastPath, RemoteError
 from inkdeploy.fleet import Fleet, build_fleet
 from inkdeploy.gates.prometheus import PrometheusClient, render
 from inkdeploy.inventory import ConfigError, Environment, load_environment
@@ -51,6 +52,8 @@ from inkdeploy.state.lock import (
 )
 
 FACT_TASKS = ("Read the slots", "Read the weights nginx serves", "Read the deploy lock")
+# slots per host, upstreams.conf per load balancer, the lock with its history
+FleetRead = tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any]]
 
 
 class RolloutFailed(InkdeployError):
@@ -85,6 +88,8 @@ class Session:
     history: list[dict[str, Any]] = field(default_factory=list)
     # renews the lease while this session holds the lock (see hold())
     heartbeat: Heartbeat | None = None
+    # the SSH fast path (None: playbooks only)
+    fast: FastPath | None = None
 
     @classmethod
     def open(
@@ -96,9 +101,44 @@ class Session:
         env = load_environment(inventory, overrides)
         runner = Runner(inventory, progress)
         journal = Journal(state_dir(inventory))
-        return cls(env, runner, journal, FleetLock(runner, env.policy.app, env.policy.lock_stale_s))
+        fast = FastPath.of(env)
+        lock = FleetLock(runner, env.policy.app, env.policy.lock_stale_s, fast)
+        return cls(env, runner, journal, lock, fast=fast)
 
     def read_fleet(self) -> Fleet:
+        read = self._read_fast() or self._read_playbook()
+        slots, confs, lock = read
+        self.lock_holder = lock.get("holder") or {}
+        self.history = list(lock.get("history") or [])
+        return build_fleet(
+            self.env.policy.app,
+            self.env.app_hosts,
+            {h: self.env.address(h) for h in self.env.app_hosts},
+            slots,
+            confs,
+            self.env.worker_hosts,
+        )
+
+    def _read_fast(self) -> FleetRead | None:
+        """Slots, upstreams and lock over SSH, all hosts at once; None: use the playbook."""
+        if self.fast is None:
+            return None
+        try:
+            slots = self.fast.slots()
+            confs = self.fast.upstreams() if slots is not None else None
+            lock = self.fast.lock(self.lock.args(history_lines=500)) if confs is not None else None
+        except RemoteError as exc:
+            if exc.unreachable:
+                raise InkdeployError(
+                    f"Could not read the fleet: {exc}. Nothing was changed; "
+                    f"fix or remove {exc.host} and try again."
+                ) from None
+            return None
+        if lock is None or confs is None or slots is None:
+            return None
+        return slots, confs, lock
+
+    def _read_playbook(self) -> FleetRead:
         result = self.runner.run(
             "rollout/facts.yml", {"rollout_app": self.env.policy.app}, collect=FACT_TASKS
         )
@@ -110,20 +150,11 @@ class Session:
             )
         slots = result.results.get(FACT_TASKS[0], {})
         lock = next(iter(result.results.get(FACT_TASKS[2], {}).values()), {})
-        self.lock_holder = lock.get("holder") or {}
-        self.history = list(lock.get("history") or [])
         confs = {
             host: base64.b64decode(res.get("content", "")).decode()
             for host, res in result.results.get(FACT_TASKS[1], {}).items()
         }
-        return build_fleet(
-            self.env.policy.app,
-            self.env.app_hosts,
-            {h: self.env.address(h) for h in self.env.app_hosts},
-            slots,
-            confs,
-            self.env.worker_hosts,
-        )
+        return slots, confs, lock
 
     @contextmanager
     def hold(self, holder: dict[str, Any], *, takeover: bool = False) -> Iterator[Heartbeat]:
@@ -134,7 +165,9 @@ class Session:
         self.lock.acquire(holder, takeover=takeover, lease_s=lease)
         self.runner.lock_owner = holder["rollout"]
         # its own runner: renewals run beside the steps and show no progress
-        quiet = FleetLock(Runner(self.env.inventory), self.env.policy.app, self.lock.stale_after)
+        quiet = FleetLock(
+            Runner(self.env.inventory), self.env.policy.app, self.lock.stale_after, self.fast
+        )
         self.heartbeat = Heartbeat(quiet, holder["rollout"], min(15.0, lease / 4))
         try:
             with self.heartbeat:
@@ -253,6 +286,7 @@ def _context(session: Session, events: Events, artifact: Path | None, ask: Any) 
         prometheus_url=session.env.prometheus_url,
         ask_approval=ask,
         lock_lost=session.lock_lost,
+        fast=session.fast,
     )
 
 

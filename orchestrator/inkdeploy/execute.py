@@ -14,6 +14,7 @@ from typing import Any
 
 from inkdeploy.config import Policy
 from inkdeploy.events import Events, environment_secrets, redact
+from inkdeploy.fastpath import FastPath, RemoteError
 from inkdeploy.gates.http import check_http
 from inkdeploy.gates.judge import judge
 from inkdeploy.gates.prometheus import PrometheusClient, evaluate, render
@@ -80,6 +81,8 @@ class Context:
     # The lock's holder once the deploy lock stopped being this rollout's, else None
     # (state.lock.Heartbeat.lost); checked between steps and while waiting.
     lock_lost: Callable[[], dict[str, Any] | None] = lambda: None
+    # weight steps and slot keeps over SSH without a playbook (None: playbooks only)
+    fast: FastPath | None = None
     gate_results: list[GateResult] = field(default_factory=list)
 
     def prometheus(self) -> PrometheusClient:
@@ -272,9 +275,11 @@ class Executor:
                 },
             )
         elif isinstance(step, KeepSlot):
-            self._playbook("rollout/keep-slot.yml", {"rollout_slots": step.slots})
+            if not self._fast("keep_slots", step.slots):
+                self._playbook("rollout/keep-slot.yml", {"rollout_slots": step.slots})
         elif isinstance(step, SetWeights):
-            self._playbook("lb-weights.yml", {"nginx_lb_slot_weights": step.weights})
+            if not self._fast("set_weights", step.weights):
+                self._playbook("lb-weights.yml", {"nginx_lb_slot_weights": step.weights})
             if step.new_share >= 1.0:
                 self.ctx.traffic_switched = time.time()
         elif isinstance(step, HttpCheck):
@@ -307,6 +312,31 @@ class Executor:
         # A release that is installed already: the role checks the manifest on the hosts only
         # when the path exists, so the conventional path is fine.
         return str(Path("dist") / f"{self.ctx.policy.app}-{version}.tar.gz")
+
+    def _fast(self, action: str, arg: dict[str, Any]) -> bool:
+        """Do ACTION over the fast path; False when it cannot serve it (the caller runs the
+        playbook). A refusal or a host that does not answer fails the step: the playbook would
+        meet the same. Anything else (say, sudo wanting a password) falls back to the playbook
+        with a warning."""
+        fast = self.ctx.fast
+        if fast is None:
+            return False
+        started = time.monotonic()
+        try:
+            done = getattr(fast, action)(arg)
+        except RemoteError as exc:
+            if exc.refused or exc.unreachable:
+                raise StepFailed(f"{action.replace('_', ' ')}: {exc}") from None
+            self.ctx.events.emit(
+                "warning", message=f"The fast path could not {action.replace('_', ' ')} ({exc}); "
+                "running the playbook instead.",
+            )  # fmt: skip
+            return False
+        if done is None or done is False:
+            return False
+        seconds = round(time.monotonic() - started, 2)
+        self.ctx.events.emit("fast_path", action=action, seconds=seconds)
+        return True
 
     def _playbook(self, playbook: str, extravars: dict[str, Any]) -> None:
         result = self.ctx.runner.run(playbook, extravars)

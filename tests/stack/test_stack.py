@@ -16,6 +16,8 @@ import urllib.request
 
 import pytest
 
+from inkdeploy.deploy import Session
+from inkdeploy.fastpath import RemoteError
 from inkdeploy.lab.drill import drain_drill, inventory_address, kill_drill, wait_slot_healthy
 from inkdeploy.loadgen import LoadConfig, LoadGenerator
 
@@ -139,6 +141,37 @@ def test_tls_scan_shows_only_tls12_tls13_and_intermediate_ciphers(stack: Stack) 
         allowed = INTERMEDIATE_TLS13 if protocol == "TLSv1.3" else INTERMEDIATE_TLS12
         assert cipher in allowed, f"{protocol} {cipher} is not in Mozilla intermediate"
     assert not any(cipher.startswith("DHE-") for _, cipher in ciphers)
+
+
+def test_fast_path_weights_serve_at_once_and_leave_what_the_role_would_write(
+    stack: Stack,
+) -> None:
+    """The orchestrator's SSH fast path on both load balancers: a change is served when it
+    returns, a refusal changes nothing, and the role's playbook then finds nothing to change
+    (the next test's site.yml run checks that too, for the whole stack)."""
+    session = Session.open(stack.inventory)
+    assert session.fast is not None
+    live = {"app1:blue": 90, "app2:blue": 100}
+    started = time.monotonic()
+    done = session.fast.set_weights(live)
+    seconds = time.monotonic() - started
+    assert done is not None and all(r["changed"] for r in done.values()), done
+    print(f"\nfast path weight step on {len(done)} load balancers: {seconds:.2f} s")
+    assert seconds < 5
+    for lb in done:
+        url = "http://127.0.0.1:8080/inkdeploy/upstreams"
+        read = f"import urllib.request as u; print(u.urlopen('{url}').read().decode())"
+        served = stack.on(lb, "python3", "-c", read).stdout
+        assert served.strip() == done[lb]["id"]
+    before = nginx_files(stack)
+    with pytest.raises(RemoteError, match="every slot of inkapp would be drained") as refused:
+        session.fast.set_weights({"app1:blue": 0, "app2:blue": 0})
+    assert refused.value.refused
+    assert nginx_files(stack) == before
+    same = stack.playbook("lb-weights.yml", nginx_lb_slot_weights=live)
+    assert same.rc == 0 and same.changed == dict.fromkeys(same.recap, 0), same.tail(60)
+    back = session.fast.set_weights({"app1:blue": 100, "app2:blue": 100})
+    assert back is not None and all(r["changed"] for r in back.values())
 
 
 def test_a_second_site_yml_run_changes_nothing(stack: Stack) -> None:

@@ -102,6 +102,9 @@ class FakeFleet:
             "prometheus_gates": [],
             "http_gate": {"retries": 2, "interval_s": 0.05, "timeout_s": 2},
             "lock_lease_s": 10,
+            # the playbooks, which this fake applies; the SSH fast path runs on the lab
+            # (tests/stack) and its parts in test_fastpath.py
+            "fast_path": False,
             **(policy or {}),
         }
         (inv / "group_vars" / "all.yml").write_text(yaml.safe_dump({"inkdeploy_rollout": rollout}))

@@ -25,7 +25,11 @@ def render(role: str, template: str, **overrides: Any) -> str:
     variables.update(role_defaults(role))
     role_vars = ROLES / role / "vars/main.yml"
     if role_vars.exists():
-        variables.update(yaml.safe_load(role_vars.read_text()) or {})
+        # the role's own vars are templates Ansible evaluates on use (like vars/main.yml in a play)
+        raw = yaml.safe_load(role_vars.read_text()) or {}
+        variables.update(
+            {k: trust_as_template(v) if isinstance(v, str) else v for k, v in raw.items()}
+        )
     variables.update(overrides)
     templar = Templar(loader=DataLoader(), variables=variables)
     source = (ROLES / role / "templates" / template).read_text()

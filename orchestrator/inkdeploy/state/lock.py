@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inkdeploy.errors import InkdeployError
+from inkdeploy.fastpath import FastPath, RemoteError
 from inkdeploy.lab.procs import pid_alive
 from inkdeploy.runner import Runner
 
@@ -90,11 +91,29 @@ class FleetLock:
     runner: Runner
     app: str
     stale_after: float = 7200.0
+    # one SSH command instead of a playbook (inkdeploy/fastpath.py); None: the playbook
+    fast: FastPath | None = None
+
+    def args(self, **args: Any) -> dict[str, Any]:
+        """The lock module's arguments for this lock."""
+        return {"name": self.app, **args}
 
     def _call(self, **args: Any) -> dict[str, Any]:
+        if self.fast is not None:
+            try:
+                done = self.fast.lock(self.args(**args))
+            except RemoteError as exc:
+                if exc.unreachable or exc.refused:
+                    raise InkdeployError(
+                        f"Could not reach the deploy lock on the fleet: {exc}. Check that the "
+                        "first load balancer is reachable (`inkdeploy lab status` on a lab)."
+                    ) from None
+                done = None  # the playbook may get through where the fast path cannot
+            if done is not None:
+                return done
         result = self.runner.run(
             "rollout/lock.yml",
-            {"rollout_lock": {"name": self.app, **args}},
+            {"rollout_lock": self.args(**args)},
             collect=("Lock and history",),
         )
         if not result.ok:

@@ -95,7 +95,27 @@ import json
 import os
 import time
 
-from ansible.module_utils.basic import AnsibleModule
+try:
+    from ansible.module_utils.basic import AnsibleModule
+except ImportError:  # run as a payload over SSH by the orchestrator (inkdeploy/remote.py)
+    AnsibleModule = None
+
+ARGUMENT_SPEC = {
+    "state": {
+        "type": "str",
+        "choices": ["acquire", "release", "heartbeat", "query"],
+        "default": "query",
+    },
+    "dir": {"type": "path", "default": "/var/lib/inkdeploy"},
+    "name": {"type": "str", "required": True},
+    "holder": {"type": "dict", "default": {}},
+    "rollout": {"type": "str", "default": ""},
+    "force": {"type": "bool", "default": False},
+    "record": {"type": "dict", "default": {}},
+    "lease_s": {"type": "float", "default": 0},
+    "grace_s": {"type": "float", "default": 60},
+    "history_lines": {"type": "int", "default": 200},
+}
 
 
 def _read(path, grace_s):
@@ -174,27 +194,9 @@ def _replace(path, holder):
     os.replace(_write_tmp(path, holder), path)
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "state": {
-                "type": "str",
-                "choices": ["acquire", "release", "heartbeat", "query"],
-                "default": "query",
-            },
-            "dir": {"type": "path", "default": "/var/lib/inkdeploy"},
-            "name": {"type": "str", "required": True},
-            "holder": {"type": "dict", "default": {}},
-            "rollout": {"type": "str", "default": ""},
-            "force": {"type": "bool", "default": False},
-            "record": {"type": "dict", "default": {}},
-            "lease_s": {"type": "float", "default": 0},
-            "grace_s": {"type": "float", "default": 60},
-            "history_lines": {"type": "int", "default": 200},
-        },
-        supports_check_mode=True,
-    )
-    params = module.params
+def run(params, check_mode=False):
+    """The module's work; PARAMS as the argument spec describes (defaults filled in here)."""
+    params = dict({k: v.get("default") for k, v in ARGUMENT_SPEC.items()}, **params)
     base = params["dir"]
     lock_path = os.path.join(base, params["name"] + ".lock")
     history_path = os.path.join(base, params["name"] + ".history.jsonl")
@@ -203,7 +205,7 @@ def main():
     acquired = False
     took_over = {}
     writes = state != "query" or bool(params["record"])
-    if writes and not module.check_mode:
+    if writes and not check_mode:
         os.makedirs(base, mode=0o750, exist_ok=True)
         # One writer at a time per lock: a heartbeat must not write back a lock that a release
         # (or a takeover) removed a moment before. Readers need no guard: the lock file is
@@ -214,7 +216,7 @@ def main():
     mine = bool(params["rollout"]) and holder.get("rollout") == params["rollout"]
     now = time.time()
 
-    if state == "acquire" and not module.check_mode:
+    if state == "acquire" and not check_mode:
         entry = dict(params["holder"], acquired_at=now)
         if params["lease_s"] > 0:
             entry.update(lease_s=params["lease_s"], heartbeat_at=now)
@@ -238,13 +240,13 @@ def main():
         if took_over:
             record = {"kind": "lock", "result": "taken_over", "started": now}
             _append(history_path, dict(record, previous_holder=took_over, holder=entry))
-    elif state == "heartbeat" and not module.check_mode:
+    elif state == "heartbeat" and not check_mode:
         if mine:
             holder = dict(holder, heartbeat_at=now)
             holder.pop("expired", None)
             _replace(lock_path, holder)
             acquired, changed = True, True
-    elif state == "release" and not module.check_mode:
+    elif state == "release" and not check_mode:
         if params["record"]:
             _append(history_path, params["record"])
             changed = True
@@ -252,17 +254,22 @@ def main():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock_path)
             holder, changed = {}, True
-    elif state == "query" and params["record"] and not module.check_mode:
+    elif state == "query" and params["record"] and not check_mode:
         _append(history_path, params["record"])
         changed = True
 
-    module.exit_json(
-        changed=changed,
-        acquired=acquired,
-        holder=holder,
-        took_over=took_over,
-        history=_history(history_path, params["history_lines"]),
-    )
+    return {
+        "changed": changed,
+        "acquired": acquired,
+        "holder": holder,
+        "took_over": took_over,
+        "history": _history(history_path, params["history_lines"]),
+    }
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.exit_json(**run(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,18 @@ import time
 import urllib.error
 import urllib.request
 
-from ansible.module_utils.basic import AnsibleModule
+try:
+    from ansible.module_utils.basic import AnsibleModule
+except ImportError:  # run as a payload over SSH by the orchestrator (inkdeploy/remote.py)
+    AnsibleModule = None
+
+ARGUMENT_SPEC = {
+    "app": {"type": "str", "required": True},
+    "root": {"type": "path", "default": "/srv"},
+    "ports": {"type": "dict", "default": {"blue": 8001, "green": 8002}},
+    "health_path": {"type": "str", "default": "/healthz"},
+    "health_host": {"type": "str", "default": "localhost"},
+}
 
 
 def _active(unit):
@@ -87,18 +98,9 @@ def _health(port, path, host):
     }
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "app": {"type": "str", "required": True},
-            "root": {"type": "path", "default": "/srv"},
-            "ports": {"type": "dict", "default": {"blue": 8001, "green": 8002}},
-            "health_path": {"type": "str", "default": "/healthz"},
-            "health_host": {"type": "str", "default": "localhost"},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+def run(params):
+    """The module's work (read-only); PARAMS as the argument spec describes."""
+    p = dict({k: v.get("default") for k, v in ARGUMENT_SPEC.items()}, **params)
     base = os.path.join(p["root"], p["app"])
     slots = {}
     for slot in sorted(set(p["ports"]) | {"celery"}):
@@ -126,7 +128,12 @@ def main():
         for name in sorted(os.listdir(releases_dir)):
             if os.path.exists(os.path.join(releases_dir, name, ".installed")):
                 releases.append(name)
-    module.exit_json(changed=False, slots=slots, releases=releases)
+    return {"changed": False, "slots": slots, "releases": releases}
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.exit_json(**run(module.params))
 
 
 if __name__ == "__main__":

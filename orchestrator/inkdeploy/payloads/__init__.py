@@ -1,0 +1,1 @@
+"""Self-contained Python files the fast path runs on hosts over SSH (inkdeploy/remote.py)."""
