@@ -12,7 +12,7 @@ from inkdeploy.console import friendly
 from inkdeploy.deploy_cli import register
 from inkdeploy.inventory import use_vault_password_file
 from inkdeploy.lab.cli import lab_app
-from inkdeploy.ops.cli import db_app, redis_app
+from inkdeploy.ops.cli import db_app, drain_command, redis_app, undrain_command
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -42,6 +42,8 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(db_app, name="db")
 app.add_typer(redis_app, name="redis")
 app.command("build")(build_command)
+app.command("drain")(drain_command)
+app.command("undrain")(undrain_command)
 register(app)
 
 

@@ -27,7 +27,7 @@ from inkdeploy.events import (
 )
 from inkdeploy.execute import Context, Executor, Outcome
 from inkdeploy.fastpath import FastPath, RemoteError
-from inkdeploy.fleet import Fleet, build_fleet
+from inkdeploy.fleet import SLOTS, Fleet, build_fleet, drain_marks, parse_weights
 from inkdeploy.gates.prometheus import PrometheusClient, render
 from inkdeploy.inventory import ConfigError, Environment, load_environment
 from inkdeploy.plan import (
@@ -54,6 +54,10 @@ from inkdeploy.state.lock import (
 FACT_TASKS = ("Read the slots", "Read the weights nginx serves", "Read the deploy lock")
 # slots per host, upstreams.conf per load balancer, the lock with its history
 FleetRead = tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any]]
+# How long an app or worker host has to answer the fast path's slot read: a host that is down
+# costs `inkdeploy status` this long; a rollout asks a silent host once more, more patiently.
+SLOTS_TIMEOUT_S = 4.0
+SLOTS_RETRY_TIMEOUT_S = 15.0
 
 
 class RolloutFailed(InkdeployError):
@@ -105,9 +109,13 @@ class Session:
         lock = FleetLock(runner, env.policy.app, env.policy.lock_stale_s, fast)
         return cls(env, runner, journal, lock, fast=fast)
 
-    def read_fleet(self) -> Fleet:
-        read = self._read_fast() or self._read_playbook()
-        slots, confs, lock = read
+    def read_fleet(self, tolerate_unreachable: bool = False) -> Fleet:
+        """The fleet as it is. An app host that does not answer is an error unless no load
+        balancer sends it traffic (drained: plans leave it out) or TOLERATE_UNREACHABLE
+        (`inkdeploy status`: it is shown as unreachable)."""
+        read = self._read_fast(tolerate_unreachable)
+        slots, confs, lock = read[:3] if read else self._read_playbook()
+        unreachable = read[3] if read else ()
         self.lock_holder = lock.get("holder") or {}
         self.history = list(lock.get("history") or [])
         return build_fleet(
@@ -117,16 +125,28 @@ class Session:
             slots,
             confs,
             self.env.worker_hosts,
+            unreachable,
+            drain_marks(self.history),
         )
 
-    def _read_fast(self) -> FleetRead | None:
-        """Slots, upstreams and lock over SSH, all hosts at once; None: use the playbook."""
+    def _read_fast(
+        self, tolerate_unreachable: bool
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any], tuple[str, ...]] | None:
+        """Slots, upstreams and lock over SSH, all hosts at once, plus the app hosts that did
+        not answer; None: use the playbook."""
         if self.fast is None:
             return None
         try:
-            slots = self.fast.slots()
-            confs = self.fast.upstreams() if slots is not None else None
+            confs = self.fast.upstreams()
             lock = self.fast.lock(self.lock.args(history_lines=500)) if confs is not None else None
+            read = self.fast.slots(SLOTS_TIMEOUT_S) if lock is not None else None
+            if confs is None or lock is None or read is None:
+                return None
+            silent = [h for h, r in read.items() if isinstance(r, RemoteError) and r.unreachable]
+            if silent and not tolerate_unreachable:
+                # a slow answer under load is not a dead host: once more, with patience
+                again = self.fast.slots(SLOTS_RETRY_TIMEOUT_S, hosts=tuple(silent))
+                read.update(again or {})
         except RemoteError as exc:
             if exc.unreachable:
                 raise InkdeployError(
@@ -134,9 +154,30 @@ class Session:
                     f"fix or remove {exc.host} and try again."
                 ) from None
             return None
-        if lock is None or confs is None or slots is None:
-            return None
-        return slots, confs, lock
+        errors = {h: r for h, r in read.items() if isinstance(r, RemoteError)}
+        if any(not e.unreachable for e in errors.values()):
+            return None  # the playbook may get through where the fast path cannot
+        slots = {h: r for h, r in read.items() if not isinstance(r, RemoteError)}
+        if errors and not tolerate_unreachable:
+            weights = [parse_weights(text, self.env.policy.app) for text in confs.values()]
+            marked = drain_marks(list(lock.get("history") or []))
+            serving = [
+                h
+                for h in errors
+                if h not in marked or any(w.get(f"{h}:{s}", 0) for w in weights for s in SLOTS)
+            ]
+            if serving:
+                host = serving[0]
+                advice = (
+                    f"if it is down, take it out of the load balancers with "
+                    f"`inkdeploy drain {host}` and try again"
+                    if host in self.env.app_hosts
+                    else "fix it or remove it from the inventory and try again"
+                )
+                raise InkdeployError(
+                    f"Could not read the fleet: {errors[host]}. Nothing was changed; {advice}."
+                )
+        return slots, confs, lock, tuple(h for h in errors if h in self.env.app_hosts)
 
     def _read_playbook(self) -> FleetRead:
         result = self.runner.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from json import dumps
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,8 @@ from inkdeploy.errors import InkdeployError
 from inkdeploy.events import Event
 from inkdeploy.fleet import SLOTS, Fleet
 from inkdeploy.gates.prometheus import render
+from inkdeploy.ops.db import describe_lag
+from inkdeploy.ops.overview import DataTier, data_tier
 from inkdeploy.plan import Plan
 from inkdeploy.preflight import run_preflight
 from inkdeploy.state.lock import describe_holder, holder_info, staleness
@@ -243,9 +246,16 @@ def plan_command(
 
 @friendly
 def status_command(inventory: Inventory, json: Json = False) -> None:
-    """Per host and slot: version, health, LB weight; the active rollout and the lock."""
+    """The whole stack: per app host and slot the version, health and LB weight (hosts that do
+    not answer within a few seconds shown as unreachable), the workers' release, the running
+    rollout and the lock; Patroni's leader, replicas and lag; the Redis master as the sentinels
+    agree on it; the alerts firing now."""
+    began = time.monotonic()
     session = deploy.Session.open(inventory)
-    fleet = session.read_fleet()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-tier") as pool:
+        tier = pool.submit(data_tier, session.env)
+        fleet = session.read_fleet(tolerate_unreachable=True)
+        data = tier.result()
     current = session.journal.current() or None
     view = session.journal.read(current) if current else None
     rollout: dict[str, Any] | None = None
@@ -269,7 +279,8 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
     stale = staleness(holder, session.env.policy.lock_stale_s) if holder else ""
     if json:
         print_json({"fleet": fleet.to_dict(), "rollout": rollout,
-                    "lock": {"holder": holder, "stale": stale}})  # fmt: skip
+                    "lock": {"holder": holder, "stale": stale}, **data.to_dict(),
+                    "seconds": round(time.monotonic() - began, 3)})  # fmt: skip
         return
     table = Table(title=f"{session.env.policy.app} on {session.env.name}")
     for column in ("host", "slot", "version", "unit", "health", "weight"):
@@ -278,8 +289,13 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
         for slot in SLOTS:
             s = fleet.slot(host, slot)
             health = "ok" if s.healthy else ("-" if not s.active else f"bad ({s.health_status})")
-            table.add_row(host, slot, s.version or "-", "active" if s.active else "stopped",
-                          health, str(s.weight) + (" live" if s.serving else ""))  # fmt: skip
+            unit = "active" if s.active else "stopped"
+            if host in fleet.unreachable:
+                unit, health = "[red]unreachable[/]", "?"
+            weight = str(s.weight) + (" live" if s.serving else "")
+            if host in fleet.drained:
+                weight += " (drained)"
+            table.add_row(host, slot, s.version or "-", unit, health, weight)
     out.print(table)
     out.print(f"Live: {fleet.live_versions or 'nothing'}; workers: {fleet.workers or '-'}")
     if rollout and view:
@@ -302,6 +318,33 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
                   highlight=False, markup=False)  # fmt: skip
     else:
         out.print("Lock: free")
+    print_data_tier(data)
+
+
+def print_data_tier(data: DataTier) -> None:
+    db, redis = data.db, data.redis
+    if db.members or db.unreachable:
+        members = ", ".join(f"{m.name} {m.role} {m.state} (lag {describe_lag(m)})"
+                            for m in db.members) or "none answered"  # fmt: skip
+        sync = ", ".join(db.sync_standbys) or "none"
+        out.print(escape(f"PostgreSQL: leader {db.leader or 'none'}; {members}; sync standby: "
+                         f"{sync}"), highlight=False)  # fmt: skip
+    if redis.said or redis.unreachable:
+        replicas = ", ".join(f"{r.host or r.address} link {r.link}" for r in redis.replicas)
+        out.print(escape(f"Redis: master {redis.master_host or redis.master or 'none agreed'}"
+                         f"; replicas: {replicas or 'none'}"), highlight=False)  # fmt: skip
+    for host, why in {**db.unreachable, **redis.unreachable}.items():
+        out.print(f"[yellow]{escape(host)} did not answer: {escape(why)}[/]", highlight=False)
+    for problem in db.problems + redis.problems:
+        out.print(f"[red]{escape(problem)}[/]", highlight=False)
+    if data.alerts_unknown:
+        out.print(f"[yellow]Alerts unknown: {escape(data.alerts_unknown)}[/]", highlight=False)
+    elif data.alerts:
+        out.print(f"[red]Alerts firing ({len(data.alerts)}):[/]")
+        for alert in data.alerts:
+            out.print(f"  {escape(alert.describe())}", highlight=False)
+    else:
+        out.print("Alerts firing: none")
 
 
 def describe_pause(paused: dict[str, Any]) -> str:

@@ -86,9 +86,12 @@ class FastPath:
                 raise RemoteError(host, reply.problem(), unreachable=True)
         return True  # like the playbook: a timer that is not there is nothing to cancel
 
-    def slots(self) -> dict[str, dict[str, Any]] | None:
-        """What inkdeploy_slots reports for every app and worker host."""
-        hosts = tuple(dict.fromkeys(self.app_hosts + self.worker_hosts))
+    def slots(
+        self, timeout_s: float = 15.0, hosts: tuple[str, ...] | None = None
+    ) -> dict[str, dict[str, Any] | RemoteError] | None:
+        """What inkdeploy_slots reports for every app and worker host (or HOSTS), or why it
+        could not, each host within TIMEOUT_S."""
+        hosts = hosts or tuple(dict.fromkeys(self.app_hosts + self.worker_hosts))
         if not self._serves(hosts):
             return None
         params = {}
@@ -101,7 +104,7 @@ class FastPath:
             }
         if "{{" in str(params):  # values Ansible would template first
             return None
-        return self.remote.payload("inkdeploy_slots", params, timeout_s=15)
+        return self.remote.payload_each("inkdeploy_slots", params, timeout_s=timeout_s)
 
     # -- the deploy lock ----------------------------------------------------------------------
     def lock(self, args: dict[str, Any]) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SLOTS = ("blue", "green")
@@ -50,6 +50,10 @@ class Fleet:
     lb_hosts: tuple[str, ...] = ()
     weights_disagree: tuple[str, ...] = ()  # LB hosts whose weights differ from the first
     lb_weights: dict[str, dict[str, int]] = field(default_factory=dict)  # LB -> its weights
+    # app hosts that did not answer; only drained ones are tolerated (Session.read_fleet)
+    unreachable: tuple[str, ...] = ()
+    # app hosts whose last drain/undrain in the release history was `inkdeploy drain`
+    drain_marks: frozenset[str] = frozenset()
 
     def slot(self, host: str, slot: str) -> Slot:
         return self.slots[f"{host}:{slot}"]
@@ -104,6 +108,42 @@ class Fleet:
                 result[slot.version] = result.get(slot.version, 0) + weight
         return result
 
+    @property
+    def idle(self) -> tuple[str, ...]:
+        """App hosts that no load balancer sends traffic to."""
+        return tuple(
+            h
+            for h in self.hosts
+            if not any(w.get(f"{h}:{s}", 0) for w in self.lb_weights.values() for s in SLOTS)
+            and not any(self.slot(h, s).weight for s in SLOTS)
+        )
+
+    @property
+    def drained(self) -> tuple[str, ...]:
+        """Idle app hosts an operator drained (`inkdeploy drain`, in the history) while
+        others serve: rollouts and rollbacks leave them as they are. A host a rolling batch or
+        a failed rollback left at weight 0 is not drained: a restore gives it traffic back."""
+        drained = tuple(h for h in self.idle if h in self.drain_marks)
+        return drained if len(drained) < len(self.hosts) else ()
+
+    def without(self, hosts: tuple[str, ...]) -> Fleet:
+        """This fleet without HOSTS (the drained ones, for a plan)."""
+        if not hosts:
+            return self
+        keep = tuple(h for h in self.hosts if h not in hosts)
+        return replace(
+            self,
+            hosts=keep,
+            addresses={h: a for h, a in self.addresses.items() if h not in hosts},
+            slots={k: v for k, v in self.slots.items() if v.host not in hosts},
+            releases={h: r for h, r in self.releases.items() if h not in hosts},
+            lb_weights={
+                lb: {k: w for k, w in weights.items() if k.split(":", 1)[0] not in hosts}
+                for lb, weights in self.lb_weights.items()
+            },
+            unreachable=tuple(h for h in self.unreachable if h not in hosts),
+        )
+
     def installed_everywhere(self, version: str) -> bool:
         return all(version in self.releases.get(host, ()) for host in self.hosts)
 
@@ -133,6 +173,8 @@ class Fleet:
             "lb_hosts": list(self.lb_hosts),
             "lb_weights": {lb: dict(w) for lb, w in self.lb_weights.items()},
             "weights_disagree": list(self.weights_disagree),
+            "drained": list(self.drained),
+            "unreachable": list(self.unreachable),
         }
 
 
@@ -153,6 +195,8 @@ def build_fleet(
     slot_facts: dict[str, dict[str, Any]],
     lb_confs: dict[str, str],
     worker_hosts: list[str] | None = None,
+    unreachable: tuple[str, ...] = (),
+    drain_marks: frozenset[str] = frozenset(),
 ) -> Fleet:
     """Combine inkdeploy_slots results per host and upstreams.conf per LB into a Fleet."""
     lb_weights = {lb: parse_weights(text, app) for lb, text in sorted(lb_confs.items())}
@@ -190,4 +234,15 @@ def build_fleet(
         lb_hosts=tuple(sorted(lb_confs)),
         weights_disagree=disagree,
         lb_weights=lb_weights,
+        unreachable=unreachable,
+        drain_marks=drain_marks,
     )
+
+
+def drain_marks(history: list[dict[str, Any]]) -> frozenset[str]:
+    """Hosts whose last successful drain or undrain in HISTORY (oldest first) was a drain."""
+    last: dict[str, str] = {}
+    for row in history:
+        if row.get("kind") in {"drain", "undrain"} and row.get("result") == "succeeded":
+            last[str(row.get("host"))] = str(row["kind"])
+    return frozenset(h for h, kind in last.items() if kind == "drain")

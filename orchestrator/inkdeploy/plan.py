@@ -108,6 +108,8 @@ def make_plan(
     workers: tuple[str, ...],
     rollout: str | None = None,
 ) -> Plan:
+    full = fleet
+    fleet = fleet.without(full.drained)
     previous = check_fleet(fleet)
     if previous == version:
         raise PlanError(
@@ -120,7 +122,7 @@ def make_plan(
         steps = bluegreen.build(fleet, policy, version, workers)
     else:
         steps = canary.build(fleet, policy, version, previous, workers)
-    notes = []
+    notes = drained_notes(full)
     if fleet.weights_disagree:
         notes.append(
             f"Load balancer(s) {', '.join(fleet.weights_disagree)} serve other weights than "
@@ -141,8 +143,20 @@ def make_plan(
         steps,
         base_weights(fleet),
         notes,
-        fleet.weights,
+        full.weights,
     )
+
+
+def drained_notes(fleet: Fleet) -> list[str]:
+    if not fleet.drained:
+        return []
+    hosts = ", ".join(fleet.drained)
+    down = [h for h in fleet.drained if h in fleet.unreachable]
+    return [
+        f"Drained and left as they are (no release installed, no traffic): {hosts}"
+        + (f" ({', '.join(down)} did not answer)" if down else "")
+        + "; `inkdeploy undrain HOST` checks the release it runs before it gives traffic back."
+    ]
 
 
 def emergency_weights(plan: Plan, failed_step: int | None) -> SetWeights | None:
@@ -166,7 +180,9 @@ def restore_steps(
 ) -> list[Step]:
     """Steps that bring the fleet back to TARGET: per host a slot that runs it (started again
     if it was stopped, or the idle slot pointed at it; the release must still be installed),
-    one weights reload, the Celery workers, then the slots of other releases stopped."""
+    one weights reload, the Celery workers, then the slots of other releases stopped. Drained
+    hosts are left as they are (left_out)."""
+    fleet = fleet.without(left_out(fleet, base))
     base = base or base_weights(fleet)
     chosen: dict[str, str] = {}
     start: dict[str, str] = {}
@@ -225,6 +241,7 @@ def rollback_plan(
     rollout: str | None = None,
 ) -> Plan:
     steps = restore_steps(fleet, target, base, workers)
+    left = left_out(fleet, base)
     return Plan(
         rollout or new_rollout_id(f"rollback-{target}"),
         "rollback",
@@ -232,8 +249,18 @@ def rollback_plan(
         target,
         current,
         steps,
-        base or base_weights(fleet),
+        base or base_weights(fleet.without(left)),
+        drained_notes(fleet) if left else [],
     )
+
+
+def left_out(fleet: Fleet, base: dict[str, int] | None) -> tuple[str, ...]:
+    """Hosts a restore leaves as they are: those the rollout being undone left out (absent
+    from its base weights: drained before it began), else the hosts drained now. A host the
+    rollout drained itself (a rolling batch) is in its base weights and gets traffic back."""
+    if base:
+        return tuple(h for h in fleet.hosts if h not in base)
+    return fleet.drained
 
 
 def first_new_share_step(steps: list[Step]) -> int | None:

@@ -379,7 +379,7 @@ def run_preflight(
     tasks += patroni_tasks(env, timeout_s)
     asks, master, auth = sentinel_tasks(env, timeout_s)
     tasks += asks
-    tasks += _alert_tasks(env, timeout_s)
+    tasks += alert_tasks(env, timeout_s)
     tasks += _lb_tasks(env, timeout_s)
     seen = run_probes(tasks, timeout_s)
 
@@ -543,7 +543,7 @@ def resp_client() -> ModuleType:
     return module
 
 
-def _alert_tasks(env: Environment, timeout_s: float) -> list[Task]:
+def alert_tasks(env: Environment, timeout_s: float) -> list[Task]:
     url = env.prometheus_url
     if not url:
         return []

@@ -193,6 +193,20 @@ class Remote:
         run(params) function) on every host of PARAMS with that host's parameters. Returns
         host -> the payload's result; raises RemoteError for the first host (in order) that
         failed, after all have finished."""
+        results: dict[str, dict[str, Any]] = {}
+        for host, result in self.payload_each(name, params, timeout_s).items():
+            if isinstance(result, RemoteError):
+                raise result
+            results[host] = result
+        return results
+
+    def payload_each(
+        self,
+        name: str,
+        params: dict[str, dict[str, Any]],
+        timeout_s: float | None = None,
+    ) -> dict[str, dict[str, Any] | RemoteError]:
+        """Like payload(), with each host's failure returned in place of its result."""
         source = _payload_source(name)
         if not params:
             return {}
@@ -204,19 +218,19 @@ class Remote:
         with ThreadPoolExecutor(max_workers=min(32, len(params))) as pool:
             futures = {h: pool.submit(one, h) for h in params}
             replies = {h: f.result() for h, f in futures.items()}
-        results: dict[str, dict[str, Any]] = {}
-        for host, reply in replies.items():
-            if reply.rc != 0:
-                raise RemoteError(host, reply.problem(), reply.unreachable)
-            try:
-                result = json.loads(reply.stdout)
-            except ValueError:
-                answer = reply.stdout[:200]
-                raise RemoteError(host, f"{name} answered no JSON: {answer!r}") from None
-            if result.get("failed"):
-                raise RemoteError(host, str(result.get("msg") or f"{name} failed"), refused=True)
-            results[host] = result
-        return results
+        return {host: _result(name, reply) for host, reply in replies.items()}
+
+
+def _result(name: str, reply: Reply) -> dict[str, Any] | RemoteError:
+    if reply.rc != 0:
+        return RemoteError(reply.host, reply.problem(), reply.unreachable)
+    try:
+        result = json.loads(reply.stdout)
+    except ValueError:
+        return RemoteError(reply.host, f"{name} answered no JSON: {reply.stdout[:200]!r}")
+    if result.get("failed"):
+        return RemoteError(reply.host, str(result.get("msg") or f"{name} failed"), refused=True)
+    return dict(result)
 
 
 def _payload_source(name: str) -> str:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from inkdeploy.lab.drill import blue_weights, inventory_address, inventory_groups, parse_recap
+from inkdeploy.lab.drill import inventory_address, inventory_groups, parse_recap
 
 OUTPUT = """
 TASK [nginx_lb : Check the configuration] ****
@@ -41,9 +41,3 @@ def test_inventory_groups_and_addresses(tmp_path: Path):
     )
     assert inventory_groups(inventory) == {"lb": ["lb1"], "app": ["app1"], "empty": []}
     assert inventory_address(inventory, "app1") == "10.77.9.11"
-
-
-def test_blue_weights_drain_only_the_named_hosts():
-    assert blue_weights(["app1", "app2"], drained=("app1",)) == {
-        "app1:blue": 0, "app1:green": 0, "app2:blue": 100, "app2:green": 0,
-    }  # fmt: skip

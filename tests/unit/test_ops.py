@@ -126,3 +126,21 @@ def test_redis_status_problems_a_split_a_down_master_and_a_broken_replica() -> N
     assert broken.master_flags == ["master", "s_down"]
     assert any("flags the master 10.0.0.5:6379 as master,s_down" in p for p in broken.problems)
     assert any(p.startswith("Replica redis2 is not replicating") for p in broken.problems)
+
+
+def test_status_lists_firing_alerts_most_severe_first_without_the_watchdog() -> None:
+    from inkdeploy.ops.overview import firing
+
+    raw = [
+        {"state": "firing", "labels": {"alertname": "Watchdog", "severity": "none"}},
+        {"state": "pending", "labels": {"alertname": "HighLatency", "severity": "critical"}},
+        {"state": "firing", "labels": {"alertname": "DiskFilling", "severity": "warning",
+                                       "host": "data1"}, "activeAt": "2026-12-06T09:00:00Z"},
+        {"state": "firing", "labels": {"alertname": "PostgresDown", "severity": "critical",
+                                       "instance": "10.0.0.5:9187"},
+         "annotations": {"summary": "PostgreSQL is down"}},
+    ]  # fmt: skip
+    alerts = firing(raw)
+    assert [a.name for a in alerts] == ["PostgresDown", "DiskFilling"]
+    assert alerts[0].describe() == "PostgresDown (critical) on 10.0.0.5:9187: PostgreSQL is down"
+    assert alerts[1].describe() == "DiskFilling (warning) on data1 since 2026-12-06T09:00:00Z"

@@ -13,8 +13,10 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -139,23 +141,6 @@ def inventory_address(inventory: Path, host: str) -> str:
     return yaml.safe_load(inventory.read_text())["all"]["hosts"][host]["ansible_host"]
 
 
-def set_weights(inventory: Path, weights: dict[str, int]) -> PlaybookRun:
-    """Apply load balancer weights ({"app1:blue": 0, ...}) with playbooks/lb-weights.yml."""
-    run = run_playbook("lb-weights.yml", inventory, {"nginx_lb_slot_weights": weights})
-    if run.rc != 0:
-        raise RuntimeError(f"lb-weights.yml failed (rc {run.rc}):\n{run.tail()}")
-    return run
-
-
-def blue_weights(apps: list[str], drained: tuple[str, ...] = ()) -> dict[str, int]:
-    """Every app host's blue slot at 100 (0 for the drained ones), green at 0."""
-    weights: dict[str, int] = {}
-    for host in apps:
-        weights[f"{host}:blue"] = 0 if host in drained else 100
-        weights[f"{host}:green"] = 0
-    return weights
-
-
 @dataclass(frozen=True)
 class DrillResult:
     """What the clients saw during one drill, and how long its steps took."""
@@ -164,6 +149,7 @@ class DrillResult:
     report: Report
     steps: dict[str, float]  # step name -> seconds it took
     marks: dict[str, float]  # event -> wall-clock time (epoch seconds), for matching logs
+    answers: dict[str, Any] = field(default_factory=dict)  # what commands of the drill said
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -181,23 +167,38 @@ def _load(url: str, cacert: Path, rate: float) -> LoadGenerator:
 def drain_drill(
     inventory: Path, url: str, cacert: Path, host: str, rate: float = 100, settle: float = 5
 ) -> DrillResult:
-    """Under steady load: drain HOST's slot in the LB, wait, bring it back, wait."""
-    apps = inventory_groups(inventory)["app"]
+    """Under steady load: `inkdeploy drain HOST` (every LB, then the wait for requests in
+    flight), wait, `inkdeploy undrain HOST`, wait. The commands' JSON answers are in `answers`."""
     gen = _load(url, cacert, rate)
     steps: dict[str, float] = {}
     marks: dict[str, float] = {}
+    answers: dict[str, dict[str, Any]] = {}
     try:
         time.sleep(settle)
-        steps["drain"] = set_weights(inventory, blue_weights(apps, drained=(host,))).seconds
+        steps["drain"], answers["drain"] = _on_call(inventory, "drain", host)
         marks["drained"] = time.time()
         time.sleep(settle)
         marks["returning"] = time.time()
-        steps["return"] = set_weights(inventory, blue_weights(apps)).seconds
+        steps["return"], answers["undrain"] = _on_call(inventory, "undrain", host)
         marks["returned"] = time.time()
         time.sleep(settle)
     finally:
         report = gen.stop()
-    return DrillResult(f"drain {host}", report, steps, marks)
+    return DrillResult(f"drain {host}", report, steps, marks, answers)
+
+
+def _on_call(inventory: Path, verb: str, host: str) -> tuple[float, dict[str, Any]]:
+    """Seconds and JSON answer of `inkdeploy VERB HOST`; RuntimeError with its message if it
+    fails."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [CLI, verb, host, "-i", str(inventory), "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"inkdeploy {verb} {host} failed: {proc.stderr.strip()}")
+    return seconds, json.loads(proc.stdout)
 
 
 def kill_drill(
@@ -209,10 +210,14 @@ def kill_drill(
     rate: float = 100,
     settle: float = 5,
     after: float = 30,
+    while_down: Callable[[], Any] | None = None,
 ) -> DrillResult:
     """Under steady load: hard power cut of HOST (`inkdeploy lab kill`), AFTER seconds of load
-    while passive health checks take it out, then the host is started again (not measured)."""
+    while passive health checks take it out, then WHILE_DOWN (if given: what an on-call engineer
+    does with the host down; its result is in `answers["while_down"]`), then the host is started
+    again (not measured)."""
     gen = _load(url, cacert, rate)
+    answers: dict[str, Any] = {}
     steps: dict[str, float] = {}
     marks: dict[str, float] = {}
     try:
@@ -222,9 +227,11 @@ def kill_drill(
         subprocess.run([CLI, "lab", "kill", "--lab", lab, host], check=True, capture_output=True)
         steps["kill"] = time.monotonic() - started
         time.sleep(after)
+        if while_down:
+            answers["while_down"] = while_down()
     finally:
         report = gen.stop()
     started = time.monotonic()
     subprocess.run([CLI, "lab", "start", "--lab", lab, host], check=True, capture_output=True)
     steps["restart"] = time.monotonic() - started
-    return DrillResult(f"kill {host}", report, steps, marks)
+    return DrillResult(f"kill {host}", report, steps, marks, answers)

@@ -1,9 +1,10 @@
-"""`inkdeploy db status` and `inkdeploy redis status`: parse, call, print (rich for people,
-JSON for automation). Read-only; they take no lock."""
+"""The on-call commands: parse, call, print (rich for people, JSON for automation).
+`db status` and `redis status` are read-only and take no lock; `drain`/`undrain` take it."""
 
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -13,6 +14,7 @@ from inkdeploy.console import friendly, out, print_json
 from inkdeploy.deploy_cli import Inventory, Json
 from inkdeploy.inventory import load_environment
 from inkdeploy.ops.db import db_status, describe_lag
+from inkdeploy.ops.drain import DrainResult, drain, undrain
 from inkdeploy.ops.redis import redis_status
 
 db_app = typer.Typer(no_args_is_help=True, help="PostgreSQL (Patroni) on-call commands.")
@@ -82,3 +84,41 @@ def _footer(unreachable: dict[str, str], problems: list[str]) -> None:
         out.print(f"[red]{escape(problem)}[/]", highlight=False)
     if not problems:
         out.print("[green]No problem seen.[/]")
+
+
+Host = Annotated[str, typer.Argument(help="The app host (its inventory name).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]
+Message = Annotated[str, typer.Option("--message", "-m", help="Why (kept in the history).")]
+
+
+@friendly
+def drain_command(
+    host: Host,
+    inventory: Inventory,
+    dry_run: DryRun = False,
+    message: Message = "",
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for requests in flight to the host to end.")
+    ] = 60.0,
+    json: Json = False,
+) -> None:
+    """Take an app host out of every load balancer (also when it is down), then wait until no
+    load balancer has a connection open to it: it is safe to work on it."""
+    _print_drain(drain(inventory, host, dry_run=dry_run, message=message, wait_s=wait), json)
+
+
+@friendly
+def undrain_command(
+    host: Host, inventory: Inventory, dry_run: DryRun = False, message: Message = "",
+    json: Json = False,
+) -> None:  # fmt: skip
+    """Give a drained app host traffic back, once its slot is healthy and runs the release the
+    fleet serves."""
+    _print_drain(undrain(inventory, host, dry_run=dry_run, message=message), json)
+
+
+def _print_drain(result: DrainResult, json: bool) -> None:
+    if json:
+        print_json(result.to_dict())
+        return
+    out.print(escape(result.message), highlight=False)

@@ -1,0 +1,141 @@
+"""Drained app hosts: what drain/undrain decide, and that rollouts and rollbacks leave a drained
+host as it is while a host a rolling batch drained itself gets its traffic back. The commands
+themselves run on the lab (tests/stack/test_stack.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from inkdeploy.config import Policy
+from inkdeploy.fleet import Fleet, drain_marks
+from inkdeploy.ops.drain import DrainRefused, drain_weights, undrain_weights
+from inkdeploy.plan import make_plan, restore_steps, rollback_plan
+from inkdeploy.steps import Install, SetWeights, StartSlot
+
+from .test_plan import fleet_of
+
+DRAINED = {"app3:blue": 0, "app3:green": 0}
+
+
+def three_hosts_app3_drained(**kw: object) -> Fleet:
+    fleet = fleet_of(hosts=3, weights=DRAINED, **kw)  # type: ignore[arg-type]
+    return replace(fleet, drain_marks=frozenset({"app3"}))
+
+
+def weight_steps(steps: list) -> list[SetWeights]:
+    return [s for s in steps if isinstance(s, SetWeights)]
+
+
+def test_a_host_is_drained_when_an_operator_drained_it_and_it_has_no_weight() -> None:
+    assert three_hosts_app3_drained().drained == ("app3",)
+    # at weight 0 without a drain in the history (a rolling batch, a failed rollback): not
+    # drained, so a restore gives it traffic back
+    assert fleet_of(hosts=3, weights=DRAINED).drained == ()
+    # drained once, undrained since: the weights say it serves
+    assert replace(fleet_of(hosts=3), drain_marks=frozenset({"app3"})).drained == ()
+    nothing = {f"app{i}:{s}": 0 for i in (1, 2) for s in ("blue", "green")}
+    every = replace(fleet_of(hosts=2, weights=nothing), drain_marks=frozenset({"app1", "app2"}))
+    assert every.drained == ()
+
+
+def test_the_last_drain_or_undrain_in_the_history_counts() -> None:
+    rows = [
+        {"kind": "drain", "host": "app1", "result": "succeeded"},
+        {"kind": "drain", "host": "app2", "result": "succeeded"},
+        {"kind": "rollout", "version": "2.0.0", "result": "succeeded"},
+        {"kind": "undrain", "host": "app2", "result": "succeeded"},
+        {"kind": "drain", "host": "app3", "result": "failed"},
+    ]
+    assert drain_marks(rows) == {"app1"}
+
+
+@pytest.mark.parametrize("strategy", ["canary", "rolling", "blue-green"])
+def test_a_rollout_leaves_a_drained_host_out(strategy: str) -> None:
+    fleet = three_hosts_app3_drained()
+    plan = make_plan(fleet, Policy(), "2.0.0", strategy, ("worker1",))  # type: ignore[arg-type]
+    for step in plan.steps:
+        if isinstance(step, SetWeights):
+            assert not any(key.startswith("app3:") for key in step.weights), step
+        if isinstance(step, Install | StartSlot):
+            hosts = step.hosts if isinstance(step, Install) else tuple(step.slots)
+            assert "app3" not in hosts, step
+    assert "app3" not in plan.base_weights
+    assert any("app3" in note and "undrain" in note for note in plan.notes)
+    # the emergency restore puts back the whole picture, the drained host at 0 included
+    assert {k: plan.weights[k] for k in DRAINED} == DRAINED
+
+
+def test_a_rollback_leaves_a_drained_host_out() -> None:
+    fleet = three_hosts_app3_drained(live="green", idle_version="1.0.0", idle_active=True)
+    # green live with 1.0.0 means: rolled forward to 1.0.0 earlier; go back to the idle slot
+    fleet = replace(
+        fleet,
+        slots={
+            k: replace(v, version="2.0.0") if v.slot == "green" else v
+            for k, v in fleet.slots.items()
+        },
+    )
+    plan = rollback_plan(fleet, "1.0.0", "2.0.0", ("worker1",))
+    (switch,) = weight_steps(plan.steps)
+    assert switch.weights == {
+        "app1:blue": 100, "app1:green": 0, "app2:blue": 100, "app2:green": 0,
+    }  # fmt: skip
+    assert plan.notes and "app3" in plan.notes[0]
+
+
+def test_a_host_the_rolling_batch_drained_gets_traffic_back_in_the_automatic_rollback() -> None:
+    """Rolling drains a batch itself; the rollout's base weights name it, so a restore after
+    a failure in that batch brings it back (only hosts absent from them are left out)."""
+    fleet = fleet_of(hosts=3, weights={"app1:blue": 0, "app1:green": 0})
+    base = {"app1": 100, "app2": 100, "app3": 100}
+    steps = restore_steps(fleet, "1.0.0", base, ("worker1",))
+    (switch,) = weight_steps(steps)
+    assert switch.weights["app1:blue"] == 100
+
+
+def test_drain_refuses_to_take_the_last_serving_host_out() -> None:
+    fleet = fleet_of(hosts=2, weights={"app2:blue": 0, "app2:green": 0})
+    fleet = replace(fleet, drain_marks=frozenset({"app2"}))
+    with pytest.raises(DrainRefused, match="No other app host serves"):
+        drain_weights(fleet, "app1")
+    assert drain_weights(fleet, "app2") == {}  # drained already: nothing to do
+
+
+def test_drain_names_the_hosts_when_the_host_is_unknown() -> None:
+    with pytest.raises(DrainRefused, match=r"app9 is not an app host .*app1, app2"):
+        drain_weights(fleet_of(hosts=2), "app9")
+
+
+def test_drain_sets_both_slots_to_zero() -> None:
+    assert drain_weights(fleet_of(hosts=2), "app2") == {"app2:blue": 0, "app2:green": 0}
+
+
+def test_undrain_gives_the_healthy_slot_of_the_live_release_its_weight_back() -> None:
+    assert undrain_weights(three_hosts_app3_drained(), "app3") == {
+        "app3:blue": 100,
+        "app3:green": 0,
+    }
+    assert undrain_weights(three_hosts_app3_drained(), "app1") == {}  # not drained
+
+
+def test_undrain_refuses_a_host_that_runs_another_release() -> None:
+    fleet = three_hosts_app3_drained()
+    fleet = replace(
+        fleet,
+        slots={
+            k: replace(v, version="0.9.0") if k == "app3:blue" else v
+            for k, v in fleet.slots.items()
+        },
+    )
+    with pytest.raises(
+        DrainRefused, match=r"app3 runs 0\.9\.0 in blue but the fleet serves 1\.0\.0"
+    ):
+        undrain_weights(fleet, "app3")
+
+
+def test_undrain_refuses_a_host_that_does_not_answer() -> None:
+    fleet = replace(three_hosts_app3_drained(), unreachable=("app3",))
+    with pytest.raises(DrainRefused, match="app3 does not answer"):
+        undrain_weights(fleet, "app3")
