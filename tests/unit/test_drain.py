@@ -4,14 +4,24 @@ themselves run on the lab (tests/stack/test_stack.py)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from inkdeploy.config import Policy
+from inkdeploy.deploy import Session
+from inkdeploy.errors import InkdeployError
+from inkdeploy.fastpath import RemoteError
 from inkdeploy.fleet import Fleet, drain_marks
+from inkdeploy.inventory import Environment
 from inkdeploy.ops.drain import DrainRefused, drain_weights, undrain_weights
 from inkdeploy.plan import make_plan, restore_steps, rollback_plan
+from inkdeploy.runner import Runner
+from inkdeploy.state.journal import Journal
+from inkdeploy.state.lock import FleetLock
 from inkdeploy.steps import Install, SetWeights, StartSlot
 
 from .test_plan import fleet_of
@@ -139,3 +149,81 @@ def test_undrain_refuses_a_host_that_does_not_answer() -> None:
     fleet = replace(three_hosts_app3_drained(), unreachable=("app3",))
     with pytest.raises(DrainRefused, match="app3 does not answer"):
         undrain_weights(fleet, "app3")
+
+
+# -- reading a fleet with a host down (Session.read_fleet over the fast path) -------------
+
+
+def upstreams_conf(weights: dict[str, int]) -> str:
+    full = {f"inkapp:{k}": v for k, v in weights.items()}
+    return f"# inkdeploy-weights: {json.dumps(full, sort_keys=True)}\n"
+
+
+class StubFast:
+    """The fast path's answers: app1 serves, app2 is down (no SSH answer)."""
+
+    def __init__(self, weights: dict[str, int], history: list[dict[str, Any]]) -> None:
+        self.weights = weights
+        self.history = history
+        self.slot_reads: list[tuple[float, tuple[str, ...] | None]] = []
+
+    def upstreams(self) -> dict[str, str]:
+        return {"lb1": upstreams_conf(self.weights)}
+
+    def lock(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"holder": {}, "history": self.history}
+
+    def slots(self, timeout_s: float = 15, hosts: tuple[str, ...] | None = None) -> dict:
+        self.slot_reads.append((timeout_s, hosts))
+        live = {"version": "1.0.0", "active": True, "healthy": True}
+        answers = {
+            "app1": {"slots": {"blue": live, "green": {}}, "releases": ["1.0.0"]},
+            "app2": RemoteError("app2", "did not answer over SSH (timeout)", unreachable=True),
+        }
+        return {h: answers[h] for h in (hosts or answers)}
+
+
+def session_with(fast: StubFast, tmp_path: Path) -> Session:
+    env = Environment(
+        tmp_path / "hosts.yml", "test", {"app": ["app1", "app2"], "lb": ["lb1"]}, {}, Policy()
+    )
+    runner = Runner(env.inventory)
+    lock = FleetLock(runner, "inkapp", fast=fast)  # type: ignore[arg-type]
+    return Session(env, runner, Journal(tmp_path), lock, fast=fast)  # type: ignore[arg-type]
+
+
+SERVING = {"app1:blue": 100, "app1:green": 0, "app2:blue": 100, "app2:green": 0}
+APP2_DRAINED = {**SERVING, "app2:blue": 0}
+
+
+def test_a_silent_host_that_still_has_weight_stops_a_rollout_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    fast = StubFast(SERVING, [])
+    with pytest.raises(InkdeployError, match="inkdeploy drain app2"):
+        session_with(fast, tmp_path).read_fleet()
+    # asked once more, more patiently, before giving up
+    assert [hosts for _, hosts in fast.slot_reads] == [None, ("app2",)]
+    assert fast.slot_reads[1][0] > fast.slot_reads[0][0]
+
+
+def test_a_silent_host_drained_by_an_operator_is_left_out(tmp_path: Path) -> None:
+    drained = [{"kind": "drain", "host": "app2", "result": "succeeded"}]
+    fleet = session_with(StubFast(APP2_DRAINED, drained), tmp_path).read_fleet()
+    assert fleet.unreachable == ("app2",) and fleet.drained == ("app2",)
+    plan = make_plan(fleet, Policy(), "2.0.0", "blue-green", ())
+    assert all("app2" not in getattr(s, "weights", {}) for s in plan.steps)
+
+
+def test_a_silent_host_at_weight_0_without_a_drain_is_not_taken_for_drained(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InkdeployError, match="inkdeploy drain app2"):
+        session_with(StubFast(APP2_DRAINED, []), tmp_path).read_fleet()
+
+
+def test_status_shows_a_silent_host_without_asking_twice(tmp_path: Path) -> None:
+    fast = StubFast(SERVING, [])
+    fleet = session_with(fast, tmp_path).read_fleet(tolerate_unreachable=True)
+    assert fleet.unreachable == ("app2",)
+    assert len(fast.slot_reads) == 1
