@@ -216,6 +216,15 @@ class Session:
         finally:
             self.runner.lock_owner = ""
 
+    def secrets(self) -> list[str]:
+        """Values never to show or keep in clear (events, journal, the history on the fleet):
+        the Grafana token, secret-looking controller variables, the inventory's secrets."""
+        token = os.environ.get(self.env.policy.notify.grafana_token_env, "")
+        found = [token, *environment_secrets(os.environ)]
+        for hostvars in self.env.hostvars.values():
+            found += environment_secrets(hostvars)
+        return [s for s in found if s]
+
     def lock_lost(self) -> dict[str, Any] | None:
         return self.heartbeat.lost if self.heartbeat else None
 
@@ -272,12 +281,7 @@ def _events(session: Session, rollout: str, json_out: bool) -> Events:
     if json_out:
         sinks.append(JsonStdout())
     notify, warnings = sinks_from_notify(session.env.policy.notify, os.environ)
-    token = os.environ.get(session.env.policy.notify.grafana_token_env, "")
-    # the Grafana token, secret-looking controller variables and the inventory's secrets (vault)
-    secrets = [token, *environment_secrets(os.environ)]
-    for hostvars in session.env.hostvars.values():
-        secrets += environment_secrets(hostvars)
-    events = Events(rollout, [*sinks, *notify], secrets=[s for s in secrets if s])
+    events = Events(rollout, [*sinks, *notify], secrets=session.secrets())
     for warning in warnings:
         events.emit("warning", message=warning)
     return events
@@ -349,7 +353,9 @@ class RolloutResult:
         return self.__dict__.copy()
 
 
-def _record(plan: Plan, result: str, reason: str, started: float, seconds: float) -> dict[str, Any]:
+def _record(
+    plan: Plan, result: str, reason: str, started: float, seconds: float, secrets: list[str]
+) -> dict[str, Any]:
     return {
         "rollout": plan.rollout,
         "kind": plan.kind,
@@ -358,7 +364,7 @@ def _record(plan: Plan, result: str, reason: str, started: float, seconds: float
         "previous": plan.previous,
         "result": result,
         # kept on the fleet (the lock's history): a failed hook's command line can be in it
-        "reason": redact(reason, environment_secrets(os.environ)),
+        "reason": redact(reason, secrets),
         "user": whoami(),
         "started": started,
         "seconds": round(seconds, 1),
@@ -620,7 +626,8 @@ def _close(
         session.journal.set_current(None)
     if session.heartbeat:
         session.heartbeat.stop()
-    session.lock.release(plan.rollout, _record(plan, final, reason, started, time.time() - started))
+    record = _record(plan, final, reason, started, time.time() - started, session.secrets())
+    session.lock.release(plan.rollout, record)
 
 
 def resume(
@@ -788,7 +795,9 @@ def _rollback_locked(
         events.close()
         if interrupted:
             session.journal.set_current(None)
-        record = _record(plan, final, message or "rollback", started, time.time() - started)
+        record = _record(
+            plan, final, message or "rollback", started, time.time() - started, session.secrets()
+        )
         # what was live is abandoned: a later rollback never lands on it
         record["abandoned"] = current if outcome.ok and current != target else None
         if interrupted:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -18,8 +17,10 @@ from typer.testing import CliRunner
 from inkdeploy import deploy
 from inkdeploy.cli import app
 from inkdeploy.inventory import ConfigError, load_environment
-from inkdeploy.runner import PROJECT
+from inkdeploy.plan import Plan
+from inkdeploy.runner import PROJECT, Runner
 from inkdeploy.state.journal import Journal
+from inkdeploy.state.lock import FleetLock
 
 SECRET = "vaulted-s3cret-pw"  # noqa: S105 - a fake, to prove where it goes and where not
 BIN = Path(sys.executable).parent
@@ -87,8 +88,9 @@ def test_the_inventory_secrets_are_masked_in_the_event_stream(
 ) -> None:
     monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(vaulted.parents[1] / "pw"))
     env = load_environment(vaulted)
-    session = SimpleNamespace(env=env, journal=Journal(tmp_path / "journal"))
-    events = deploy._events(session, "r-vault", json_out=False)  # type: ignore[arg-type]
+    runner = Runner(vaulted)
+    session = deploy.Session(env, runner, Journal(tmp_path / "journal"), FleetLock(runner, "x"))
+    events = deploy._events(session, "r-vault", json_out=False)
     events.emit("step_failed", message=f"psql: password {SECRET} rejected for inkapp")
     events.close()
     written = (tmp_path / "journal").rglob("*r-vault*")
@@ -97,6 +99,11 @@ def test_the_inventory_secrets_are_masked_in_the_event_stream(
         "psql: password *** rejected for inkapp"
     )
     assert SECRET not in text
+    # and in the release history kept on the fleet
+    plan = Plan("r-vault", "rollout", "canary", "2.0.0", "1.0.0", [])
+    reason = f"hook failed: PGPASSWORD={SECRET} psql"
+    record = deploy._record(plan, "rolled_back", reason, 0.0, 1.0, session.secrets())
+    assert record["reason"] == "hook failed: PGPASSWORD=*** psql"
 
 
 def test_the_production_vault_example_names_every_secret_the_lab_generates() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from inkdeploy.deploy import Session
 from inkdeploy.errors import InkdeployError
+from inkdeploy.events import redact
 from inkdeploy.fleet import SLOTS, Fleet
 from inkdeploy.inventory import ConfigError
 from inkdeploy.remote import RemoteError
@@ -186,7 +187,8 @@ def _change(
             record = {
                 "rollout": rollout_id, "kind": action, "strategy": action, "version": None,
                 "previous": None, "host": host, "result": result_word,
-                "reason": message or f"{action} {host}", "user": whoami(), "started": started,
+                "reason": redact(message or f"{action} {host}", session.secrets()),
+                "user": whoami(), "started": started,
                 "seconds": round(time.time() - started, 1),
             }  # fmt: skip
             session.lock.release(rollout_id, record)
