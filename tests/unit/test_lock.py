@@ -87,17 +87,18 @@ def test_a_holder_whose_process_is_gone_is_stale_and_says_so() -> None:
 def test_a_lease_that_is_not_renewed_expires_and_the_next_acquire_takes_over(
     tmp_path: Path,
 ) -> None:
-    first = lock_module(tmp_path, state="acquire", holder=holder("r1"), lease_s=2)
-    assert first["acquired"] and first["holder"]["lease_s"] == 2
+    # a 4 s lease: each module run is a Python process (up to a second on a loaded machine)
+    first = lock_module(tmp_path, state="acquire", holder=holder("r1"), lease_s=4)
+    assert first["acquired"] and first["holder"]["lease_s"] == 4
     # renewed by its owner: still held past the first lease; someone else's heartbeat renews
     # nothing
-    time.sleep(1.2)
+    time.sleep(2.5)
     assert lock_module(tmp_path, state="heartbeat", rollout="r1")["acquired"]
     assert not lock_module(tmp_path, state="heartbeat", rollout="r2")["acquired"]
-    time.sleep(1.0)
+    time.sleep(1.6)  # past the first lease, inside the renewed one
     assert not lock_module(tmp_path, state="acquire", holder=holder("r2"))["acquired"]
     # silent for longer than the lease: the holder is reported expired and loses the lock
-    time.sleep(2.2)
+    time.sleep(4.2)
     seen = lock_module(tmp_path, state="query")["holder"]
     assert seen["rollout"] == "r1" and seen["expired"] is True
     assert staleness(seen, 7200).startswith("stale: its lease ran out")
