@@ -113,9 +113,10 @@ class Session:
         """The fleet as it is. An app host that does not answer is an error unless no load
         balancer sends it traffic (drained: plans leave it out) or TOLERATE_UNREACHABLE
         (`inkdeploy status`: it is shown as unreachable)."""
-        read = self._read_fast(tolerate_unreachable)
-        slots, confs, lock = read[:3] if read else self._read_playbook()
-        unreachable = read[3] if read else ()
+        slots, confs, lock, unreachable = self._read_fast(tolerate_unreachable) or (
+            *self._read_playbook(),
+            (),
+        )
         self.lock_holder = lock.get("holder") or {}
         self.history = list(lock.get("history") or [])
         return build_fleet(

@@ -89,12 +89,10 @@ def resolve(current, wanted, allow_empty):
     if problems:
         raise Refused("; ".join(problems))
     new = dict(current)
-    for key, value in wanted.items():
+    # HOST:SLOT keys first, so that an APP:HOST:SLOT key wins over them (as in the role)
+    for key in sorted(wanted, key=lambda k: k in current):
         for full in [key] if key in current else short[key]:
-            new[full] = value
-    for key, value in wanted.items():  # an APP:HOST:SLOT key wins over HOST:SLOT
-        if key in current:
-            new[key] = value
+            new[full] = wanted[key]
     apps = sorted({k.split(":", 1)[0] for k in new})
     empty = [a for a in apps if not any(v > 0 for k, v in new.items() if k.startswith(a + ":"))]
     if empty and not allow_empty:
