@@ -8,8 +8,9 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,11 @@ from inkdeploy.state.lock import (
     FleetLock,
     Heartbeat,
     LockHeld,
+    agreed_holder,
     describe_holder,
     holder_info,
+    lock_hosts,
+    merge_history,
     whoami,
 )
 
@@ -102,65 +106,87 @@ class Session:
         progress: Progress | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> Session:
-        env = load_environment(inventory, overrides)
-        runner = Runner(inventory, progress)
-        journal = Journal(state_dir(inventory))
-        fast = FastPath.of(env)
-        lock = FleetLock(runner, env.policy.app, env.policy.lock_stale_s, fast)
-        return cls(env, runner, journal, lock, fast=fast)
+        return cls.of(load_environment(inventory, overrides), progress)
 
-    def read_fleet(self, tolerate_unreachable: bool = False) -> Fleet:
+    @classmethod
+    def of(cls, env: Environment, progress: Progress | None = None) -> Session:
+        """A session on an environment already loaded (the on-call verbs load it once)."""
+        runner = Runner(env.inventory, progress)
+        fast = FastPath.of(env)
+        lock = FleetLock(runner, env.policy.app, env.policy.lock_stale_s, fast, lock_hosts(env))
+        return cls(env, runner, Journal(state_dir(env.inventory)), lock, fast=fast)
+
+    def read_fleet(
+        self, tolerate_unreachable: bool = False, lbs_may_be_down: bool = False
+    ) -> Fleet:
         """The fleet as it is. An app host that does not answer is an error unless no load
         balancer sends it traffic (drained: plans leave it out) or TOLERATE_UNREACHABLE
-        (`inkdeploy status`: it is shown as unreachable)."""
-        slots, confs, lock, unreachable = self._read_fast(tolerate_unreachable) or (
+        (`inkdeploy status`, drain: it is shown as unreachable). A load balancer that does not
+        answer is an error unless TOLERATE_UNREACHABLE or LBS_MAY_BE_DOWN (rollback): then the
+        fleet is what the others serve, and weight steps leave the silent ones out."""
+        lbs_ok = tolerate_unreachable or lbs_may_be_down
+        slots, confs, lock, unreachable = self._read_fast(tolerate_unreachable, lbs_ok) or (
             *self._read_playbook(),
             (),
         )
         self.lock_holder = lock.get("holder") or {}
         self.history = list(lock.get("history") or [])
-        return build_fleet(
+        lbs = set(self.env.groups.get("lb", ()))
+        fleet = build_fleet(
             self.env.policy.app,
             self.env.app_hosts,
             {h: self.env.address(h) for h in self.env.app_hosts},
             slots,
             confs,
             self.env.worker_hosts,
-            unreachable,
+            tuple(h for h in unreachable if h not in lbs),
             drain_marks(self.history),
+        )
+        silent_lbs = tuple(h for h in unreachable if h in lbs)
+        if self.fast is not None:
+            self.fast.down_lbs = frozenset(silent_lbs)
+        return replace(
+            fleet,
+            lb_unreachable=silent_lbs,
+            lock_silent=tuple(lock.get("silent") or ()),
         )
 
     def _read_fast(
-        self, tolerate_unreachable: bool
+        self, tolerate_unreachable: bool, lbs_ok: bool = False
     ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any], tuple[str, ...]] | None:
-        """Slots, upstreams and lock over SSH, all hosts at once, plus the app hosts that did
-        not answer; None: use the playbook."""
+        """Slots, upstreams and lock over SSH, all hosts at once (the three reads side by side,
+        so a silent host costs its timeout once), plus the hosts that did not answer; None: use
+        the playbook."""
         if self.fast is None:
             return None
-        try:
-            confs = self.fast.upstreams()
-            lock = self.fast.lock(self.lock.args(history_lines=500)) if confs is not None else None
-            read = self.fast.slots(SLOTS_TIMEOUT_S) if lock is not None else None
-            if confs is None or lock is None or read is None:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            confs_f = pool.submit(self.fast.upstreams, lbs_ok)
+            lock_f = pool.submit(self._read_lock)
+            read_f = pool.submit(self.fast.slots, SLOTS_TIMEOUT_S)
+            try:
+                confs, lock, read = confs_f.result(), lock_f.result(), read_f.result()
+            except RemoteError as exc:
+                if exc.unreachable:
+                    raise InkdeployError(
+                        f"Could not read the fleet: {exc}. Nothing was changed; "
+                        f"fix or remove {exc.host} and try again."
+                    ) from None
                 return None
-            silent = [h for h, r in read.items() if isinstance(r, RemoteError) and r.unreachable]
-            if silent and not tolerate_unreachable:
-                # a slow answer under load is not a dead host: once more, with patience
-                again = self.fast.slots(SLOTS_RETRY_TIMEOUT_S, hosts=tuple(silent))
-                read.update(again or {})
-        except RemoteError as exc:
-            if exc.unreachable:
-                raise InkdeployError(
-                    f"Could not read the fleet: {exc}. Nothing was changed; "
-                    f"fix or remove {exc.host} and try again."
-                ) from None
+        if confs is None or lock is None or read is None:
             return None
+        silent = [h for h, r in read.items() if isinstance(r, RemoteError) and r.unreachable]
+        if silent and not tolerate_unreachable:
+            # a slow answer under load is not a dead host: once more, with patience
+            again = self.fast.slots(SLOTS_RETRY_TIMEOUT_S, hosts=tuple(silent))
+            read.update(again or {})
         errors = {h: r for h, r in read.items() if isinstance(r, RemoteError)}
         if any(not e.unreachable for e in errors.values()):
             return None  # the playbook may get through where the fast path cannot
         slots = {h: r for h, r in read.items() if not isinstance(r, RemoteError)}
+        texts = {lb: t for lb, t in confs.items() if isinstance(t, str)}
+        silent_lbs = tuple(lb for lb in confs if lb not in texts)
         if errors and not tolerate_unreachable:
-            weights = [parse_weights(text, self.env.policy.app) for text in confs.values()]
+            weights = [parse_weights(text, self.env.policy.app) for text in texts.values()]
             marked = drain_marks(list(lock.get("history") or []))
             serving = [
                 h
@@ -178,7 +204,14 @@ class Session:
                 raise InkdeployError(
                     f"Could not read the fleet: {errors[host]}. Nothing was changed; {advice}."
                 )
-        return slots, confs, lock, tuple(h for h in errors if h in self.env.app_hosts)
+        unreachable = tuple(h for h in errors if h in self.env.app_hosts) + silent_lbs
+        return slots, texts, lock, unreachable
+
+    def _read_lock(self) -> dict[str, Any] | None:
+        """The lock's holder and history over the fast path alone (None: it cannot serve)."""
+        if self.fast is None or not self.fast.serves(self.lock.hosts):
+            return None
+        return self.lock.query(history_lines=500)
 
     def _read_playbook(self) -> FleetRead:
         result = self.runner.run(
@@ -191,7 +224,8 @@ class Session:
                 f"fix or remove {', '.join(unreachable)} and try again."
             )
         slots = result.results.get(FACT_TASKS[0], {})
-        lock = next(iter(result.results.get(FACT_TASKS[2], {}).values()), {})
+        answers = result.results.get(FACT_TASKS[2], {})
+        lock = {"holder": agreed_holder(answers), "history": merge_history(answers, 500)}
         confs = {
             host: base64.b64decode(res.get("content", "")).decode()
             for host, res in result.results.get(FACT_TASKS[1], {}).items()
@@ -207,9 +241,9 @@ class Session:
         self.lock.acquire(holder, takeover=takeover, lease_s=lease)
         self.runner.lock_owner = holder["rollout"]
         # its own runner: renewals run beside the steps and show no progress
-        quiet = FleetLock(
-            Runner(self.env.inventory), self.env.policy.app, self.lock.stale_after, self.fast
-        )
+        quiet = FleetLock(Runner(self.env.inventory), self.env.policy.app,
+                          self.lock.stale_after, self.fast, self.lock.hosts,
+                          quiet_since=self.lock.quiet_since)  # fmt: skip
         self.heartbeat = Heartbeat(quiet, holder["rollout"], min(15.0, lease / 4))
         try:
             with self.heartbeat:
@@ -746,7 +780,7 @@ def rollback(
                            "use `inkdeploy abort` to stop it and roll back.")  # fmt: skip
         if view.interrupted:
             interrupted = view
-    fleet = session.read_fleet()
+    fleet = session.read_fleet(lbs_may_be_down=True)
     rows = session.history
     if interrupted and not to:
         target = interrupted.started.get("previous")
@@ -756,6 +790,11 @@ def rollback(
         base = None
     current = fleet.current_version
     plan = rollback_plan(fleet, target, current, tuple(session.env.worker_hosts), base)
+    plan = replace(plan, notes=plan.notes + [
+        f"Load balancer {lb} does not answer and keeps its old weights: take it out of DNS; "
+        f"once it is back, `inkdeploy rollback --to {target}` sets it like the others."
+        for lb in fleet.lb_unreachable
+    ])  # fmt: skip
     rollout_id = interrupted.rollout if interrupted else plan.rollout
     holder = holder_info(rollout_id, target, "rollback", message or "rollback")
     with session.hold(holder, takeover=interrupted is not None):

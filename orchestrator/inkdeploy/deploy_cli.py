@@ -298,6 +298,16 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
             table.add_row(host, slot, s.version or "-", unit, health, weight)
     out.print(table)
     out.print(f"Live: {fleet.live_versions or 'nothing'}; workers: {fleet.workers or '-'}")
+    for lb in fleet.lb_unreachable:
+        out.print(f"[red]Load balancer {escape(lb)} is unreachable[/]: the weights above are the "
+                  "other load balancers'; take it out of DNS until it is back.")  # fmt: skip
+    for lb in fleet.weights_disagree:
+        out.print(f"[yellow]Load balancer {escape(lb)} serves other weights than "
+                  f"{escape(fleet.lb_hosts[0])}[/]: the next rollback or rollout sets every "
+                  "load balancer.")  # fmt: skip
+    if fleet.lock_silent:
+        out.print(f"[yellow]Deploy lock hosts that did not answer: "
+                  f"{escape(', '.join(fleet.lock_silent))}[/] (a majority did).")  # fmt: skip
     if rollout and view:
         if view.active:
             head = (

@@ -15,67 +15,84 @@ from inkdeploy.remote import Remote, RemoteError
 
 __all__ = ["FastPath", "RemoteError"]
 
+# How long `inkdeploy status` gives a load balancer to answer (a dead one costs this once).
+LB_READ_TIMEOUT_S = 4.0
+
 
 @dataclass
 class FastPath:
     remote: Remote
     app: str
     lbs: tuple[str, ...]
-    lock_host: str | None
     app_hosts: tuple[str, ...]
     worker_hosts: tuple[str, ...]
     hostvars: dict[str, dict[str, Any]]
     enabled: bool = True
+    # load balancers found silent by this command's fleet read when it may go on without them
+    # (rollback, drain): weight steps leave them out; Session.read_fleet sets it
+    down_lbs: frozenset[str] = frozenset()
+
+    @property
+    def live_lbs(self) -> tuple[str, ...]:
+        return tuple(lb for lb in self.lbs if lb not in self.down_lbs)
 
     @classmethod
     def of(cls, env: Environment) -> FastPath:
         lbs = tuple(env.groups.get("lb", ()))
-        first = env.hostvars.get(lbs[0], {}) if lbs else {}
-        lock_host = first.get("rollout_lock_host") or (lbs[0] if lbs else None)
         return cls(
             remote=Remote(env.hostvars),
             app=env.policy.app,
             lbs=lbs,
-            lock_host=str(lock_host) if lock_host else None,
             app_hosts=tuple(env.app_hosts),
             worker_hosts=tuple(env.worker_hosts),
             hostvars=env.hostvars,
             enabled=env.policy.fast_path,
         )
 
-    def _serves(self, hosts: tuple[str, ...] | list[str]) -> bool:
+    def serves(self, hosts: tuple[str, ...] | list[str]) -> bool:
         return self.enabled and bool(hosts) and self.remote.usable(list(hosts))
 
     # -- load balancers ---------------------------------------------------------------------
     def set_weights(self, weights: dict[str, int]) -> dict[str, dict[str, Any]] | None:
         """Every load balancer serves WEIGHTS ({HOST:SLOT or APP:HOST:SLOT: weight}) when this
         returns; RemoteError names the first one that refused or did not answer."""
-        if not self._serves(self.lbs):
+        if not self.serves(self.live_lbs):
             return None
         params = {
             lb: {
                 "weights": weights,
                 "allow_empty": bool(self.hostvars.get(lb, {}).get("nginx_lb_allow_empty_upstream")),
             }
-            for lb in self.lbs
+            for lb in self.live_lbs
         }
         return self.remote.payload("lb_weights", params)
 
-    def upstreams(self) -> dict[str, str] | None:
-        """upstreams.conf of every load balancer, as nginx serves it."""
-        if not self._serves(self.lbs):
+    def upstreams(self, tolerate_unreachable: bool = False) -> dict[str, str | RemoteError] | None:
+        """upstreams.conf of every load balancer, as nginx serves it; with
+        TOLERATE_UNREACHABLE a load balancer that does not answer gives its RemoteError."""
+        if not self.serves(self.lbs):
             return None
         path = "/etc/nginx/inkdeploy/upstreams.conf"
-        replies = self.remote.commands({lb: ["cat", path] for lb in self.lbs}, timeout_s=10)
+        timeout = LB_READ_TIMEOUT_S if tolerate_unreachable else 10
+        replies = self.remote.commands({lb: ["cat", path] for lb in self.lbs}, timeout_s=timeout)
+        confs: dict[str, str | RemoteError] = {}
         for lb, reply in replies.items():
-            if reply.rc != 0:
-                raise RemoteError(lb, reply.problem(), reply.unreachable)
-        return {lb: reply.stdout for lb, reply in replies.items()}
+            if reply.rc == 0:
+                confs[lb] = reply.stdout
+                continue
+            error = RemoteError(lb, reply.problem(), reply.unreachable)
+            if not (tolerate_unreachable and reply.unreachable):
+                raise error
+            confs[lb] = error
+        if not any(isinstance(t, str) for t in confs.values()):
+            first = next(iter(confs.values()))
+            raise first if isinstance(first, RemoteError) else RemoteError("lb", "no answer")
+        return confs
 
     # -- app hosts ----------------------------------------------------------------------------
     def keep_slots(self, slots: dict[str, str]) -> bool:
         """Cancel the delayed stop of SLOTS ({host: slot}); False: run keep-slot.yml instead."""
-        if not self._serves(tuple(slots)):
+        if not self.serves(tuple(slots)):
             return False
         argvs = {
             host: ["systemctl", "stop", f"inkdeploy-stop-{self.app}-{slot}.timer"]
@@ -92,7 +109,7 @@ class FastPath:
         """What inkdeploy_slots reports for every app and worker host (or HOSTS), or why it
         could not, each host within TIMEOUT_S."""
         hosts = hosts or tuple(dict.fromkeys(self.app_hosts + self.worker_hosts))
-        if not self._serves(hosts):
+        if not self.serves(hosts):
             return None
         params = {}
         for host in hosts:
@@ -107,8 +124,10 @@ class FastPath:
         return self.remote.payload_each("inkdeploy_slots", params, timeout_s=timeout_s)
 
     # -- the deploy lock ----------------------------------------------------------------------
-    def lock(self, args: dict[str, Any]) -> dict[str, Any] | None:
-        if not self.lock_host or not self._serves((self.lock_host,)):
+    def lock_each(
+        self, hosts: tuple[str, ...], args: dict[str, Any], timeout_s: float
+    ) -> dict[str, dict[str, Any] | RemoteError] | None:
+        """The lock module's answer on each of HOSTS at once, or why it gave none."""
+        if not self.serves(hosts):
             return None
-        result = self.remote.payload("inkdeploy_lock", {self.lock_host: args}, timeout_s=20)
-        return result[self.lock_host]
+        return self.remote.payload_each("inkdeploy_lock", dict.fromkeys(hosts, args), timeout_s)

@@ -52,6 +52,10 @@ class Fleet:
     lb_weights: dict[str, dict[str, int]] = field(default_factory=dict)  # LB -> its weights
     # app hosts that did not answer; only drained ones are tolerated (Session.read_fleet)
     unreachable: tuple[str, ...] = ()
+    # load balancers that did not answer (`inkdeploy status` only: a rollout refuses them)
+    lb_unreachable: tuple[str, ...] = ()
+    # deploy lock hosts that did not answer (a majority did, or nothing could be read)
+    lock_silent: tuple[str, ...] = ()
     # app hosts whose last drain/undrain in the release history was `inkdeploy drain`
     drain_marks: frozenset[str] = frozenset()
 
@@ -173,6 +177,8 @@ class Fleet:
             "lb_hosts": list(self.lb_hosts),
             "lb_weights": {lb: dict(w) for lb, w in self.lb_weights.items()},
             "weights_disagree": list(self.weights_disagree),
+            "lb_unreachable": list(self.lb_unreachable),
+            "lock_silent": list(self.lock_silent),
             "drained": list(self.drained),
             "unreachable": list(self.unreachable),
         }

@@ -26,7 +26,7 @@ import yaml
 from inkdeploy.lab.drill import run_playbook
 from inkdeploy.loadgen import LoadConfig, LoadGenerator, Report
 
-from .conftest import CLI, REPO, Stack, inkdeploy
+from .conftest import CLI, LAB, REPO, Stack, inkdeploy
 
 pytestmark = pytest.mark.stack
 
@@ -306,6 +306,53 @@ def test_blue_green_to_v2_then_rollback_is_an_lb_switch_of_seconds(
     assert live(stack) == {V1: 200}
     no_failures(report)
     assert report.requests > 1000
+
+
+def test_with_the_first_load_balancer_down_status_and_rollback_still_work(
+    stack: Stack, releases: Releases, load: LoadGenerator
+) -> None:
+    """lb1 holds a third of the deploy lock and history (group deploy_lock: lb1, lb2, data1)
+    and half the traffic. Powered off after a blue-green rollout: status names it, rollback
+    moves lb2 back to the last good release under the majority's lock; once lb1 is back it
+    serves the old weights until `rollback --to` sets it like lb2."""
+    run = rollout(stack, releases, V2, "blue-green")
+    no_failures(load.stop())
+    assert run.rc == 0, run.stderr + json.dumps(run.of("step_failed"))
+    lb2 = stack.lbs[1]
+    on_lb2 = LoadGenerator(LoadConfig(f"https://{lb2}/", cacert=str(stack.cacert), rate=50,
+                                      concurrency=4)).start()  # fmt: skip
+    inkdeploy("lab", "kill", "--lab", LAB, "lb1")
+    try:
+        seen = status(stack)
+        assert seen["fleet"]["lb_unreachable"] == ["lb1"], seen["fleet"]
+        assert seen["fleet"]["lock_silent"] == ["lb1"] and seen["fleet"]["live_versions"] == {
+            V2: 200
+        }
+        print(f"\nstatus with lb1 down: {seen['seconds']:.1f} s inside the command")
+        assert seen["seconds"] < 10
+        back = cli(stack, "rollback", "-m", "lb1 is down")
+        report = on_lb2.stop()
+        assert back.rc == 0, back.stderr + json.dumps(back.of("step_failed"))
+        notes = " ".join(back.of("rollout_started")[0].get("notes", []))
+        assert "Load balancer lb1 does not answer" in notes and f"rollback --to {V1}" in notes
+        switched = back.result["traffic_switched_s"]
+        print(f"rollback with lb1 down: lb2 on {V1} after {switched:.1f} s, command "
+              f"{back.seconds:.1f} s; {report.requests} requests to lb2, "
+              f"{report.failed} failed")  # fmt: skip
+        assert switched < 10 and live(stack) == {V1: 200}
+        no_failures(report)
+        assert history_rows(stack)[-1]["reason"] == "lb1 is down"
+    finally:
+        if on_lb2.running:
+            on_lb2.stop()
+        inkdeploy("lab", "start", "--lab", LAB, "lb1")
+    # lb1 is back with the weights it had: the fleet says so, and rollback --to repairs it
+    assert status(stack)["fleet"]["weights_disagree"], "lb1 came back with other weights"
+    fixed = cli(stack, "rollback", "--to", V1, "-m", "lb1 is back")
+    assert fixed.rc == 0, fixed.stderr + json.dumps(fixed.of("step_failed"))
+    after = status(stack)["fleet"]
+    assert after["weights_disagree"] == [] and after["lb_unreachable"] == []
+    assert after["live_versions"] == {V1: 200}
 
 
 def other_slot(host: dict[str, Any]) -> str:

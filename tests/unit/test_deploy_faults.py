@@ -80,7 +80,13 @@ def test_a_rollout_takes_the_lock_before_it_reads_the_fleet_and_promotes(
     assert second.playbook == "rollout/facts.yml"  # read under the lock
     # every playbook after the lock was taken told the fleet's lock checks who it is
     rollout_id = result.rollout
-    assert all(c.extravars.get("inkdeploy_lock_owner") == rollout_id for c in fleet.calls[1:-1])
+    # (lease renewals run beside the steps on a runner of their own: on a loaded machine a
+    # rollout lasts long enough for some)
+    steps = [
+        c for c in fleet.calls[1:-1]
+        if (c.extravars.get("rollout_lock") or {}).get("state") != "heartbeat"
+    ]  # fmt: skip
+    assert all(c.extravars.get("inkdeploy_lock_owner") == rollout_id for c in steps)
     assert fleet.lock(state="query")["holder"] == {}
     assert fleet.lock(state="query")["history"][-1]["result"] == "succeeded"
 

@@ -167,11 +167,14 @@ class StubFast:
         self.history = history
         self.slot_reads: list[tuple[float, tuple[str, ...] | None]] = []
 
-    def upstreams(self) -> dict[str, str]:
+    def upstreams(self, tolerate_unreachable: bool = False) -> dict[str, str]:
         return {"lb1": upstreams_conf(self.weights)}
 
-    def lock(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"holder": {}, "history": self.history}
+    def serves(self, hosts: tuple[str, ...]) -> bool:
+        return True
+
+    def lock_each(self, hosts: tuple[str, ...], args: dict[str, Any], timeout_s: float) -> dict:
+        return {h: {"holder": {}, "history": self.history} for h in hosts}
 
     def slots(self, timeout_s: float = 15, hosts: tuple[str, ...] | None = None) -> dict:
         self.slot_reads.append((timeout_s, hosts))
@@ -188,7 +191,7 @@ def session_with(fast: StubFast, tmp_path: Path) -> Session:
         tmp_path / "hosts.yml", "test", {"app": ["app1", "app2"], "lb": ["lb1"]}, {}, Policy()
     )
     runner = Runner(env.inventory)
-    lock = FleetLock(runner, "inkapp", fast=fast)  # type: ignore[arg-type]
+    lock = FleetLock(runner, "inkapp", fast=fast, hosts=("lb1",))  # type: ignore[arg-type]
     return Session(env, runner, Journal(tmp_path), lock, fast=fast)  # type: ignore[arg-type]
 
 

@@ -80,7 +80,7 @@ def test_the_cli_option_gives_the_password_and_a_missing_file_is_one_sentence(
     given = runner.invoke(app, ["--vault-password-file", str(vaulted.parents[1] / "pw"),
                                 "history", "-i", str(vaulted)])  # fmt: skip
     assert "vault" not in given.output.lower(), given.output
-    assert "no load balancer to hold the deploy lock" in given.output
+    assert "no host to hold the deploy lock" in given.output
 
 
 def test_the_inventory_secrets_are_masked_in_the_event_stream(

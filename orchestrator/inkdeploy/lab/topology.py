@@ -28,6 +28,7 @@ KNOWN_GROUPS: tuple[str, ...] = (
     "sentinel",
     "monitoring",
     "logging",
+    "deploy_lock",
 )
 
 HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
