@@ -1,4 +1,5 @@
-"""PostgreSQL failover benchmark: RTO and lost commits when the primary host loses power.
+"""PostgreSQL failover benchmark: RTO and lost commits when the primary host loses power, or
+(--switchover) the write outage of `inkdeploy db switchover`.
 
 Boots (or reuses) the lab "bpg" with three database hosts, converges the PostgreSQL tier with
 the Molecule scenario's playbook (common, etcd, postgresql, patroni), then for each run:
@@ -11,16 +12,21 @@ the Molecule scenario's playbook (common, etcd, postgresql, patroni), then for e
    does not have (must be 0 with synchronous_mode);
 5. the killed host is started again and must rejoin as a replica before the next run.
 
+With --switchover, step 2 is `inkdeploy db switchover` instead of the kill, the figure is the
+write outage (the longest gap between two acknowledged commits while it runs), and the old
+primary is back as a replica when the command returns.
+
 Prints each run, then the median and worst over all runs and the Patroni settings used.
 Only lab addresses are contacted (checked against the lab subnet before anything starts).
 
-    .venv/bin/python bench/pg_failover.py [--runs 5] [--rate 20] [--keep]
+    .venv/bin/python bench/pg_failover.py [--runs 5] [--rate 20] [--keep] [--switchover]
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import itertools
 import json
 import os
 import statistics
@@ -216,6 +222,49 @@ def boot_and_converge(lab_name: str, subnet: str, skip_converge: bool) -> None:
     log(f"converged in {time.monotonic() - started:.1f} s")
 
 
+def switchover_run(cluster: Cluster, run: int, rate: float, sync: bool) -> dict:
+    """`inkdeploy db switchover` under the writer: the longest gap between acknowledged commits."""
+    cluster.wait_healthy(120, sync)
+    primary = cluster.primary()
+    writer = Writer(cluster, run, rate)
+    thread = threading.Thread(target=writer.loop, daemon=True)
+    thread.start()
+    time.sleep(3)
+    started = time.monotonic()
+    inventory = LAB_ROOT / cluster.lab / "inventory/hosts.yml"
+    proc = subprocess.run(
+        ["inkdeploy", "db", "switchover", "--json", "-i", str(inventory)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    ended = time.monotonic()
+    time.sleep(3)
+    writer.stop.set()
+    thread.join(timeout=30)
+    if proc.returncode != 0:
+        raise SystemExit(f"Run {run}: inkdeploy db switchover failed: {proc.stdout}{proc.stderr}")
+    result = json.loads(proc.stdout)
+    times = sorted(t for t in writer.acked.values() if started - 1 <= t <= ended + 3)
+    outage = max((b - a for a, b in itertools.pairwise(times)), default=float("nan"))
+    with cluster.connect_retrying(30) as conn:
+        present = {
+            row[0] for row in conn.execute("SELECT seq FROM bench_failover WHERE run = %s", (run,))
+        }
+    acked = set(writer.acked)
+    return {
+        "run": run,
+        "killed": primary,
+        "new_primary": result["leader_after"],
+        "rto": outage,
+        "command_s": ended - started,
+        "acked": len(acked),
+        "missing": sorted(acked - present),
+        "in_doubt": len(present - acked),
+        "failed_attempts": writer.failures,
+        "rejoined_as": "replica" if result.get("old_leader_back_s") is not None else "not yet",
+        "rejoin_s": result.get("old_leader_back_s") or float("nan"),
+    }
+
+
 def one_run(cluster: Cluster, run: int, rate: float, sync: bool) -> dict:
     cluster.wait_healthy(120, sync)
     primary = cluster.primary()
@@ -281,6 +330,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="commits per second")
     parser.add_argument("--skip-converge", action="store_true", help="reuse a converged lab")
     parser.add_argument("--keep", action="store_true", help="leave the lab running at the end")
+    parser.add_argument(
+        "--switchover", action="store_true", help="inkdeploy db switchover instead of a kill"
+    )
     args = parser.parse_args()
     if not ipaddress.ip_network(args.subnet).is_private:
         raise SystemExit(f"--subnet {args.subnet} is not a private network; refusing.")
@@ -303,12 +355,18 @@ def main() -> int:
         f" host={','.join(cluster.addresses[h] for h in HOSTS)} target_session_attrs=read-write"
     )
     results = []
+    what = "write outage" if args.switchover else "RTO"
     for run in range(1, args.runs + 1):
-        r = one_run(cluster, run, args.rate, sync)
+        r = (switchover_run if args.switchover else one_run)(cluster, run, args.rate, sync)
         results.append(r)
+        how = (
+            f"switched over from {r['killed']} to {r['new_primary']} in {r['command_s']:.1f} s"
+            if args.switchover
+            else f"killed {r['killed']} -> new primary {r['new_primary']}"
+        )
         log(
-            f"  run {run}: killed {r['killed']} -> new primary {r['new_primary']}:"
-            f" RTO {r['rto']:.1f} s, {r['acked']} commits acknowledged,"
+            f"  run {run}: {how}:"
+            f" {what} {r['rto']:.2f} s, {r['acked']} commits acknowledged,"
             f" {len(r['missing'])} missing{' ' + str(r['missing']) if r['missing'] else ''},"
             f" {r['in_doubt']} committed without ack, {r['failed_attempts']} failed attempts;"
             f" {r['killed']} rejoined as {r['rejoined_as']} in {r['rejoin_s']:.1f} s"
@@ -317,10 +375,13 @@ def main() -> int:
     rtos = [r["rto"] for r in results]
     lost = sum(len(r["missing"]) for r in results)
     log(
-        f"RTO: median {statistics.median(rtos):.1f} s, worst {max(rtos):.1f} s,"
-        f" best {min(rtos):.1f} s over {len(rtos)} runs"
+        f"{what}: median {statistics.median(rtos):.2f} s, worst {max(rtos):.2f} s,"
+        f" best {min(rtos):.2f} s over {len(rtos)} runs"
     )
-    log(f"acknowledged commits missing after failover: {lost} in all runs")
+    if args.switchover:
+        commands = [r["command_s"] for r in results]
+        log(f"inkdeploy db switchover: median {statistics.median(commands):.1f} s per command")
+    log(f"acknowledged commits missing afterwards: {lost} in all runs")
     dcs = {k: settings.get(k) for k in ("ttl", "loop_wait", "retry_timeout")}
     log(
         "Patroni settings: "

@@ -14,14 +14,19 @@ steady rate, recording every write the server acknowledged. The master's host is
 Then the killed host is booted again and must come back as a replica before the next run.
 Modes: "async" acknowledges on the master's reply (Redis replication is asynchronous); "wait"
 also sends WAIT 1 and counts a write as acknowledged only when a replica confirmed it.
+With --via-command the runs are planned instead: no host is killed, `inkdeploy redis failover`
+moves the master (mode "command"), and RTO is the longest time without an acknowledged write
+while it runs.
 
 Only lab addresses are targeted. Usage:
   bench/redis_failover.py [--runs 5] [--wait-runs 3] [--rate 200] [--keep] [--no-converge]
+  bench/redis_failover.py --via-command [--runs 5] [--rate 200] [--keep] [--no-converge]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -189,7 +194,58 @@ class Writer(threading.Thread):
                 next_tick = time.monotonic()
 
 
+def lost_writes(cluster: Cluster, run_id: str, writer: Writer) -> int:
+    master = cluster.master_client()
+    keys = [f"bench:{run_id}:{seq}" for seq, _ in writer.acked]
+    present = 0
+    for i in range(0, len(keys), 500):
+        present += sum(v is not None for v in master.mget(keys[i : i + 500]))
+    return len(keys) - present
+
+
+def command_run(cluster: Cluster, number: int, rate: float) -> dict:
+    """A planned failover with the on-call verb while the writer writes; nothing is killed."""
+    run_id = f"{int(time.time())}-{number}"
+    old = cluster.master_name()
+    writer = Writer(cluster, run_id, rate, wait=False)
+    writer.start()
+    time.sleep(2.0)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [CLI, "redis", "failover", "--json", "-i", str(INVENTORY)], capture_output=True, text=True
+    )
+    done = time.monotonic()
+    if proc.returncode != 0:
+        writer.stop.set()
+        sys.exit(f"run {number}: inkdeploy redis failover failed:\n{proc.stdout}{proc.stderr}")
+    result = json.loads(proc.stdout)
+    time.sleep(2.0)
+    writer.stop.set()
+    writer.join()
+    times = [t for _, t in writer.acked]
+    window = [t for t in times if t >= started - 1.0]
+    rto = max((b - a for a, b in itertools.pairwise(window)), default=0.0)
+    rejoin = cluster.wait_healthy(90)
+    return {
+        "mode": "command",
+        "killed": old,
+        "new_master": cluster.master_name(),
+        "rto": rto,
+        "since_kill": 0.0,
+        "kill_cli": done - started,
+        "agreed_after_s": result["agreed_after_s"],
+        "acked": len(writer.acked),
+        "lost": lost_writes(cluster, run_id, writer),
+        "attempts": writer.attempts,
+        "errors": writer.errors,
+        "unconfirmed": 0,
+        "rejoin": rejoin,
+    }
+
+
 def one_run(cluster: Cluster, number: int, mode: str, rate: float) -> dict:
+    if mode == "command":
+        return command_run(cluster, number, rate)
     run_id = f"{int(time.time())}-{number}"
     old = cluster.master_name()
     writer = Writer(cluster, run_id, rate, wait=(mode == "wait"))
@@ -219,11 +275,7 @@ def one_run(cluster: Cluster, number: int, mode: str, rate: float) -> dict:
     lab("start", "--lab", LAB, old)
     rejoin = cluster.wait_healthy(90)
 
-    master = cluster.master_client()
-    keys = [f"bench:{run_id}:{seq}" for seq, _ in writer.acked]
-    present = 0
-    for i in range(0, len(keys), 500):
-        present += sum(v is not None for v in master.mget(keys[i : i + 500]))
+    lost = lost_writes(cluster, run_id, writer)
     return {
         "mode": mode,
         "killed": old,
@@ -232,7 +284,7 @@ def one_run(cluster: Cluster, number: int, mode: str, rate: float) -> dict:
         "since_kill": since_kill,
         "kill_cli": killed_at - kill_started,
         "acked": len(writer.acked),
-        "lost": len(keys) - present,
+        "lost": lost,
         "attempts": writer.attempts,
         "errors": writer.errors,
         "unconfirmed": writer.unconfirmed,
@@ -263,6 +315,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
     parser.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     parser.add_argument("--no-converge", action="store_true", help="skip ansible-playbook")
+    parser.add_argument(
+        "--via-command",
+        action="store_true",
+        help="planned failovers with `inkdeploy redis failover` instead of killing the master",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -303,11 +360,21 @@ def main() -> None:
 
     results: list[dict] = []
     plan = ["async"] * args.runs + ["wait"] * args.wait_runs
+    if args.via_command:
+        plan = ["command"] * args.runs
     for number, mode in enumerate(plan, 1):
         r = one_run(cluster, number, mode, args.rate)
         results.append(r)
         errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "none"
         extra = f", unconfirmed by WAIT {r['unconfirmed']}" if mode == "wait" else ""
+        if mode == "command":
+            print(
+                f"run {number} command: {r['killed']} -> {r['new_master']}; RTO {r['rto']:.2f} s "
+                f"(command {r['kill_cli']:.1f} s, sentinels agreed after "
+                f"{r['agreed_after_s']:.2f} s); acknowledged {r['acked']}, lost {r['lost']}; "
+                f"failed attempts: {errors}; healthy again {r['rejoin']:.1f} s after it returned"
+            )
+            continue
         print(
             f"run {number} {mode:5}: killed {r['killed']}, new master {r['new_master']}; "
             f"RTO {r['rto']:.2f} s (after the kill command returned: {r['since_kill']:.2f} s); "
@@ -315,7 +382,7 @@ def main() -> None:
             f"lost {r['lost']}{extra}; failed attempts: {errors}; "
             f"old host back as replica {r['rejoin']:.1f} s after boot"
         )
-    for mode in ("async", "wait"):
+    for mode in ("async", "wait", "command"):
         summarise(mode, [r for r in results if r["mode"] == mode])
     print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
     if not args.keep:

@@ -12,7 +12,9 @@ from inkdeploy.console import friendly
 from inkdeploy.deploy_cli import register
 from inkdeploy.inventory import use_vault_password_file
 from inkdeploy.lab.cli import lab_app
+from inkdeploy.ops import db_cli  # noqa: F401  (registers the db commands on db_app)
 from inkdeploy.ops.cli import db_app, drain_command, redis_app, undrain_command
+from inkdeploy.ops.workers_cli import workers_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -41,6 +43,7 @@ def main_options(
 app.add_typer(lab_app, name="lab")
 app.add_typer(db_app, name="db")
 app.add_typer(redis_app, name="redis")
+app.add_typer(workers_app, name="workers")
 app.command("build")(build_command)
 app.command("drain")(drain_command)
 app.command("undrain")(undrain_command)

@@ -105,7 +105,11 @@ def _inventory_error(inventory: Path, stderr: str) -> ConfigError:
     return ConfigError(f"Could not read inventory {inventory}: {last}")
 
 
-def load_environment(inventory: Path, overrides: dict[str, Any] | None = None) -> Environment:
+def load_environment(
+    inventory: Path, overrides: dict[str, Any] | None = None, *, require_app: bool = True
+) -> Environment:
+    """The inventory as ansible-inventory reads it. REQUIRE_APP: refuse one without app hosts
+    (deploy commands); the data-tier commands (db, redis) work on any inventory."""
     if not inventory.exists():
         raise ConfigError(
             f"Inventory {inventory} does not exist; pass --inventory inventories/ENV."
@@ -129,9 +133,10 @@ def load_environment(inventory: Path, overrides: dict[str, Any] | None = None) -
         if name != "_meta" and isinstance(group, dict):
             groups[name] = list(group.get("hosts", []))
     # nested children (all -> app ...) are listed separately by ansible-inventory already
-    if not groups.get("app"):
+    if require_app and not groups.get("app"):
         raise ConfigError(f"Inventory {inventory} has no hosts in group app; nothing to deploy to.")
-    first = hostvars.get(groups["app"][0], {})
+    hosts = groups.get("app") or [h for h in hostvars]
+    first = hostvars.get(hosts[0], {}) if hosts else {}
     policy = parse_policy(first.get("inkdeploy_rollout"), overrides)
     env_dir = inventory if inventory.is_dir() else inventory.parent
     return Environment(inventory, env_dir.name, groups, hostvars, policy)

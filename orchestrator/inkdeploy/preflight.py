@@ -502,7 +502,7 @@ def sentinel_tasks(
         port = int(hostvar(env, host, "redis_sentinel_port") or SENTINEL_PORT)
 
         def ask(address: str = address, port: int = port) -> Any:
-            replies = _ask_sentinel(address, port, password, commands, timeout_s)
+            replies = ask_resp(address, port, password, commands, timeout_s)
             return replies[0] if len(replies) == 1 else replies
 
         tasks.append(("sentinel", host, f"{address}:{port}", ask))
@@ -513,13 +513,15 @@ def _master_address(master: str) -> list[tuple[str, ...]]:
     return [("SENTINEL", "get-master-addr-by-name", master)]
 
 
-def _ask_sentinel(
+def ask_resp(
     address: str,
     port: int,
     password: str | None,
     commands: list[tuple[str, ...]],
     timeout_s: float,
 ) -> list[Any]:
+    """COMMANDS on one connection to a Redis server or a sentinel at ADDRESS:PORT (AUTH first
+    when a PASSWORD is known), each reply in order; an error reply raises resp.RedisError."""
     resp = resp_client()
     conn = resp.Connection(address, port, timeout=timeout_s)
     try:

@@ -312,6 +312,34 @@ def test_db_and_redis_status_show_the_data_tier(stack: Stack) -> None:
     assert redis["seconds"] < 3
 
 
+def test_db_commands_take_the_deploy_lock_and_leave_their_mark_in_the_history(
+    stack: Stack,
+) -> None:
+    """On a fleet with load balancers, `inkdeploy db` changes happen under the deploy lock and
+    are recorded; a switchover with no replica to go to is refused with nothing changed. (The
+    operations themselves are drilled on three members in the postgresql-ha scenario.)"""
+    inv = str(stack.inventory)
+    refused = inkdeploy("db", "switchover", "-i", inv, timeout=60)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "No healthy synchronous standby to switch over to" in said
+    assert "Traceback" not in said
+    results = {}
+    for verb in ("pause", "resume"):
+        run = inkdeploy("db", verb, "-i", inv, "-m", f"stack test {verb}", "--json", timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        results[verb] = json.loads(run.stdout)
+        assert results[verb]["changed"] and results[verb]["lock"] == "held", results[verb]
+        assert on_call_status(stack, "db")["paused"] is (verb == "pause")
+    history = json.loads(inkdeploy("history", "-i", inv, "--json", timeout=60).stdout)
+    marks = [(r["kind"], r["result"], r["reason"]) for r in history[-2:]]
+    assert marks == [("db-pause", "succeeded", "stack test pause"),
+                     ("db-resume", "succeeded", "stack test resume")]  # fmt: skip
+    lock = json.loads(inkdeploy("lock", "status", "-i", inv, "--json", timeout=60).stdout)
+    assert not lock.get("holder"), lock
+    print(f"\ndb pause {results['pause']['seconds']:.1f} s, resume "
+          f"{results['resume']['seconds']:.1f} s (under the deploy lock)")  # fmt: skip
+
+
 def test_the_lb_answers_its_own_healthz(stack: Stack) -> None:
     response, body, _ = get(stack, "/healthz")
     assert response.status == 200 and json.loads(body)["service"] == "nginx_lb"

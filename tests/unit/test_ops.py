@@ -76,7 +76,7 @@ def test_db_status_cli_prints_json_for_automation(monkeypatch) -> None:
     routes = {"/cluster": {"members": [leader("db1")]}, "/config": {"synchronous_mode": False}}
     with JsonServer(routes) as db1:
         env = fleet(patroni={"db1": db1.port}, sentinels={}, lbs={}, prometheus=None)
-        monkeypatch.setattr("inkdeploy.ops.cli.load_environment", lambda _inventory: env)
+        monkeypatch.setattr("inkdeploy.ops.cli.load_environment", lambda _inventory, **_kw: env)
         from inkdeploy.cli import app
 
         result = CliRunner().invoke(app, ["db", "status", "-i", "x", "--json"])

@@ -30,3 +30,32 @@ def nap(seconds: float) -> dict:
 
     time.sleep(seconds)
     return {"slept": seconds, "version": settings.APP_VERSION}
+
+
+@shared_task
+def tally(run: str, number: int, seconds: float) -> dict:
+    """Count its start, sleep, count its end, in the cache under drill RUN and task NUMBER: a
+    drill that restarts the workers checks that every task started once and finished once (none
+    lost, none run twice)."""
+    import socket
+    import time
+
+    from django.conf import settings
+    from django.core.cache import cache
+
+    key = f"inkapp:tally:{run}:{number}"
+    cache.add(f"{key}:started", 0, 3600)
+    cache.incr(f"{key}:started")
+    started = time.time()
+    time.sleep(seconds)
+    cache.add(f"{key}:done", 0, 3600)
+    cache.incr(f"{key}:done")
+    result = {
+        "number": number,
+        "worker": socket.gethostname(),
+        "started": started,
+        "finished": time.time(),
+        "version": settings.APP_VERSION,
+    }
+    cache.set(f"{key}:result", result, 3600)
+    return result

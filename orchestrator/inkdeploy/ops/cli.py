@@ -15,7 +15,9 @@ from inkdeploy.deploy_cli import Inventory, Json
 from inkdeploy.inventory import load_environment
 from inkdeploy.ops.db import db_status, describe_lag
 from inkdeploy.ops.drain import DrainResult, drain, undrain
+from inkdeploy.ops.options import DryRun, Message
 from inkdeploy.ops.redis import redis_status
+from inkdeploy.ops.redis_failover import redis_failover
 
 db_app = typer.Typer(no_args_is_help=True, help="PostgreSQL (Patroni) on-call commands.")
 redis_app = typer.Typer(no_args_is_help=True, help="Redis (Sentinel) on-call commands.")
@@ -26,7 +28,7 @@ redis_app = typer.Typer(no_args_is_help=True, help="Redis (Sentinel) on-call com
 def db_status_command(inventory: Inventory, json: Json = False) -> None:
     """Patroni's members: leader, replicas with state and lag, sync standby; hosts that did not
     answer within 2 s are named."""
-    env = load_environment(inventory)
+    env = load_environment(inventory, require_app=False)
     began = time.monotonic()
     status = db_status(env)
     if json:
@@ -53,7 +55,7 @@ def db_status_command(inventory: Inventory, json: Json = False) -> None:
 def redis_status_command(inventory: Inventory, json: Json = False) -> None:
     """The master as the sentinels agree on it, each sentinel's answer, the replicas and their
     link state; sentinels that did not answer within 2 s are named."""
-    env = load_environment(inventory)
+    env = load_environment(inventory, require_app=False)
     began = time.monotonic()
     status = redis_status(env)
     if json:
@@ -77,6 +79,28 @@ def redis_status_command(inventory: Inventory, json: Json = False) -> None:
     _footer(status.unreachable, status.problems)
 
 
+@redis_app.command("failover")
+@friendly
+def redis_failover_command(
+    inventory: Inventory,
+    dry_run: DryRun = False,
+    message: Message = "",
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the sentinels to agree on the new master.")
+    ] = 30.0,
+    json: Json = False,
+) -> None:
+    """Move the Redis master to a healthy replica through the sentinels (planned work on its
+    host): writes are held on the old master until the sentinels agree on the new one, so none
+    it acknowledged is lost. Refuses, changing nothing, when the sentinels disagree, fewer than
+    a majority answer, or no replica is fit."""
+    result = redis_failover(inventory, dry_run=dry_run, message=message, wait_s=wait)
+    if json:
+        print_json(result.to_dict())
+        return
+    out.print(escape(result.message), highlight=False)
+
+
 def _footer(unreachable: dict[str, str], problems: list[str]) -> None:
     for host, why in unreachable.items():
         out.print(f"[yellow]{escape(host)} did not answer: {escape(why)}[/]", highlight=False)
@@ -87,8 +111,6 @@ def _footer(unreachable: dict[str, str], problems: list[str]) -> None:
 
 
 Host = Annotated[str, typer.Argument(help="The app host (its inventory name).")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]
-Message = Annotated[str, typer.Option("--message", "-m", help="Why (kept in the history).")]
 
 
 @friendly

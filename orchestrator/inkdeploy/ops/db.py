@@ -36,6 +36,7 @@ class Member:
     state: str  # running | streaming | stopped | starting | ...
     timeline: int | None
     lag_bytes: int | None  # None for the leader, or when Patroni cannot tell ("unknown")
+    nofailover: bool = False  # tagged: never promoted
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -48,6 +49,7 @@ class DbStatus:
     leader: str | None = None
     sync_standbys: list[str] = field(default_factory=list)
     synchronous_mode: bool = False
+    paused: bool = False  # maintenance mode: Patroni fails nothing over
     answered: dict[str, float] = field(default_factory=dict)  # host -> seconds
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> why
     problems: list[str] = field(default_factory=list)
@@ -62,6 +64,7 @@ class DbStatus:
             "leader": self.leader,
             "sync_standbys": self.sync_standbys,
             "synchronous_mode": self.synchronous_mode,
+            "paused": self.paused,
             "seen_by": self.seen_by,
             "members": [m.to_dict() for m in self.members],
             "answered": {h: round(s, 3) for h, s in self.answered.items()},
@@ -89,6 +92,11 @@ def summarize(
     status.leader = next((m.name for m in status.members if m.role in LEADER_ROLES), None)
     status.sync_standbys = [m.name for m in status.members if m.role in SYNC_ROLES]
     status.synchronous_mode = sync_mode_of(configs, sync_mode_inventory)[0]
+    status.paused = any(
+        isinstance(o.data, dict) and truthy(o.data.get("pause"))
+        for o in clusters
+        if o.error is None
+    )
     return status
 
 
@@ -102,6 +110,7 @@ def _member(m: dict[str, Any]) -> Member:
         state=str(m.get("state", "")),
         timeline=timeline if isinstance(timeline, int) else None,
         lag_bytes=lag if isinstance(lag, int) and not isinstance(lag, bool) else None,
+        nofailover=truthy((m.get("tags") or {}).get("nofailover")),
     )
 
 

@@ -18,11 +18,10 @@ from typing import Any
 
 from inkdeploy.deploy import Session
 from inkdeploy.errors import InkdeployError
-from inkdeploy.events import redact
 from inkdeploy.fleet import SLOTS, Fleet
 from inkdeploy.inventory import ConfigError
+from inkdeploy.ops.held import held
 from inkdeploy.remote import RemoteError
-from inkdeploy.state.lock import holder_info, whoami
 from inkdeploy.strategies.common import DEFAULT_WEIGHT
 
 
@@ -162,36 +161,19 @@ def _change(
         weights = decide(fleet, host)
         return DrainResult(host, action, bool(weights), weights, list(fleet.lb_hosts),
                            _plan_message(host, action, weights), dry_run=True)  # fmt: skip
-    rollout_id = f"{action}-{host}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    holder = holder_info(rollout_id, "", action, message or f"{action} {host}")
-    started = time.time()
-    result_word = "failed"
-    with session.hold(holder):
-        try:
-            # read under the lock: nothing moves between reading and changing
-            fleet = session.read_fleet(tolerate_unreachable=True)
-            weights = decide(fleet, host)
-            # a drain always leaves its mark in the history (plans leave the host out), even
-            # of a host that had no weight already
-            changed = bool(weights) or (action == "undrain" and host in fleet.drain_marks)
-            result = DrainResult(host, action, changed, weights, list(fleet.lb_hosts), "")
-            if weights:
-                _apply(session, weights)
-            if action == "drain":
-                _wait_idle(session, fleet, host, wait_s, result)
-            result.message = _done_message(host, action, result)
-            result_word = "succeeded"
-        finally:
-            if session.heartbeat:
-                session.heartbeat.stop()
-            record = {
-                "rollout": rollout_id, "kind": action, "strategy": action, "version": None,
-                "previous": None, "host": host, "result": result_word,
-                "reason": redact(message or f"{action} {host}", session.secrets()),
-                "user": whoami(), "started": started,
-                "seconds": round(time.time() - started, 1),
-            }  # fmt: skip
-            session.lock.release(rollout_id, record)
+    with held(session.env, action, message or f"{action} {host}", host, session=session):
+        # read under the lock: nothing moves between reading and changing
+        fleet = session.read_fleet(tolerate_unreachable=True)
+        weights = decide(fleet, host)
+        # a drain always leaves its mark in the history (plans leave the host out), even of a
+        # host that had no weight already
+        changed = bool(weights) or (action == "undrain" and host in fleet.drain_marks)
+        result = DrainResult(host, action, changed, weights, list(fleet.lb_hosts), "")
+        if weights:
+            _apply(session, weights)
+        if action == "drain":
+            _wait_idle(session, fleet, host, wait_s, result)
+        result.message = _done_message(host, action, result)
     result.seconds = round(time.monotonic() - began, 2)
     return result
 

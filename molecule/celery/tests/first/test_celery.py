@@ -29,7 +29,13 @@ def test_a_task_goes_through_the_sentinel_broker_and_back(host):
         host,
         "r = tasks.square.delay(12); print(json.dumps(r.get(timeout=20)))",
     )
-    assert result["square"] == 144 and result["worker"] == "worker1"
+    assert result["square"] == 144 and result["worker"] in ("worker1", "worker2")
+
+
+def test_worker2_runs_a_worker_and_no_beat(host):
+    worker2 = host.get_host("ansible://worker2", ansible_inventory=host.backend.ansible_inventory)
+    assert worker2.service("inkapp-celery-worker@celery").is_running
+    assert not worker2.service("inkapp-celery-beat").is_running
 
 
 def test_beat_schedules_the_heartbeat(host):

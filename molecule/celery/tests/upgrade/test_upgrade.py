@@ -11,7 +11,7 @@ testinfra_hosts = ["worker1"]
 
 def test_beat_on_two_hosts_was_refused_by_name(host):
     message = host.file("/root/beat-refusal.txt").content_string
-    assert "exactly one host" in message and "has 2" in message
+    assert "exactly one host" in message and "has 2 (worker1, worker2)" in message
 
 
 def test_the_running_task_finished_on_the_old_release(host):
