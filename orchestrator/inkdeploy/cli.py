@@ -13,7 +13,13 @@ from inkdeploy.deploy_cli import register
 from inkdeploy.inventory import use_vault_password_file
 from inkdeploy.lab.cli import lab_app
 from inkdeploy.ops import db_cli  # noqa: F401  (registers the db commands on db_app)
-from inkdeploy.ops.cli import db_app, drain_command, redis_app, undrain_command
+from inkdeploy.ops.cli import (
+    db_app,
+    drain_command,
+    maintenance_app,
+    redis_app,
+    undrain_command,
+)
 from inkdeploy.ops.workers_cli import workers_app
 
 app = typer.Typer(
@@ -44,6 +50,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(db_app, name="db")
 app.add_typer(redis_app, name="redis")
 app.add_typer(workers_app, name="workers")
+app.add_typer(maintenance_app, name="maintenance")
 app.command("build")(build_command)
 app.command("drain")(drain_command)
 app.command("undrain")(undrain_command)

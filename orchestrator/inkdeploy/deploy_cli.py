@@ -477,7 +477,7 @@ def lock_release(
     if not holder:
         out.print("The deploy lock is free.")
         return
-    manual = str(holder.get("rollout", "")).startswith("manual-")
+    manual = str(holder.get("rollout", "")).startswith(("manual-", "maintenance-"))
     if not (manual or force):
         raise InkdeployError(
             "The lock belongs to a rollout: "

@@ -11,10 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from inkdeploy.console import friendly, out, print_json
+from inkdeploy.deploy import Session
 from inkdeploy.deploy_cli import Inventory, Json
 from inkdeploy.inventory import load_environment
 from inkdeploy.ops.db import db_status, describe_lag
 from inkdeploy.ops.drain import DrainResult, drain, undrain
+from inkdeploy.ops.maintenance import MaintenanceResult, maintenance_off, maintenance_on
 from inkdeploy.ops.options import DryRun, Message
 from inkdeploy.ops.redis import redis_status
 from inkdeploy.ops.redis_failover import redis_failover
@@ -140,6 +142,44 @@ def undrain_command(
 
 
 def _print_drain(result: DrainResult, json: bool) -> None:
+    if json:
+        print_json(result.to_dict())
+        return
+    out.print(escape(result.message), highlight=False)
+
+
+maintenance_app = typer.Typer(
+    no_args_is_help=True, help="Freeze the fleet for maintenance (held in the deploy lock)."
+)
+
+
+@maintenance_app.command("on")
+@friendly
+def maintenance_on_command(
+    inventory: Inventory,
+    message: Annotated[
+        str, typer.Option("--message", "-m", help="Why (shown to everyone the freeze stops).")
+    ],
+    json: Json = False,
+) -> None:
+    """Hold the deploy lock for maintenance: rollouts, rollbacks and playbooks refuse, saying
+    why, until `maintenance off`."""
+    session = Session.open(inventory)
+    _print_maintenance(maintenance_on(session.lock, message, session.secrets()), json)
+
+
+@maintenance_app.command("off")
+@friendly
+def maintenance_off_command(
+    inventory: Inventory, message: Message = "", json: Json = False
+) -> None:
+    """Lift the maintenance freeze (never a lock a rollout holds)."""
+    session = Session.open(inventory)
+    reason = message or "maintenance over"
+    _print_maintenance(maintenance_off(session.lock, reason, session.secrets()), json)
+
+
+def _print_maintenance(result: MaintenanceResult, json: bool) -> None:
     if json:
         print_json(result.to_dict())
         return

@@ -65,6 +65,8 @@ def describe_holder(holder: dict[str, Any], stale_after: float) -> str:
     what = (
         f"rolling out {holder['version']} ({holder.get('strategy', '?')})"
         if holder.get("version")
+        else "in maintenance"
+        if holder.get("strategy") == "maintenance"
         else "held by hand"
     )
     text = (
