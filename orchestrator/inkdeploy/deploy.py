@@ -58,6 +58,10 @@ from inkdeploy.state.lock import (
 FACT_TASKS = ("Read the slots", "Read the weights nginx serves", "Read the deploy lock")
 # slots per host, upstreams.conf per load balancer, the lock with its history
 FleetRead = tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any]]
+# ... and, over the fast path, the app hosts and the load balancers that did not answer
+FastRead = tuple[
+    dict[str, dict[str, Any]], dict[str, str], dict[str, Any], tuple[str, ...], tuple[str, ...]
+]
 # How long an app or worker host has to answer the fast path's slot read: a host that is down
 # costs `inkdeploy status` this long; a rollout asks a silent host once more, more patiently.
 SLOTS_TIMEOUT_S = 4.0
@@ -125,13 +129,11 @@ class Session:
         answer is an error unless TOLERATE_UNREACHABLE or LBS_MAY_BE_DOWN (rollback): then the
         fleet is what the others serve, and weight steps leave the silent ones out."""
         lbs_ok = tolerate_unreachable or lbs_may_be_down
-        slots, confs, lock, unreachable = self._read_fast(tolerate_unreachable, lbs_ok) or (
-            *self._read_playbook(),
-            (),
-        )
+        slots, confs, lock, unreachable, silent_lbs = self._read_fast(
+            tolerate_unreachable, lbs_ok
+        ) or (*self._read_playbook(), (), ())
         self.lock_holder = lock.get("holder") or {}
         self.history = list(lock.get("history") or [])
-        lbs = set(self.env.groups.get("lb", ()))
         fleet = build_fleet(
             self.env.policy.app,
             self.env.app_hosts,
@@ -139,10 +141,9 @@ class Session:
             slots,
             confs,
             self.env.worker_hosts,
-            tuple(h for h in unreachable if h not in lbs),
+            unreachable,
             drain_marks(self.history),
         )
-        silent_lbs = tuple(h for h in unreachable if h in lbs)
         if self.fast is not None:
             self.fast.down_lbs = frozenset(silent_lbs)
         return replace(
@@ -151,12 +152,10 @@ class Session:
             lock_silent=tuple(lock.get("silent") or ()),
         )
 
-    def _read_fast(
-        self, tolerate_unreachable: bool, lbs_ok: bool = False
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any], tuple[str, ...]] | None:
+    def _read_fast(self, tolerate_unreachable: bool, lbs_ok: bool = False) -> FastRead | None:
         """Slots, upstreams and lock over SSH, all hosts at once (the three reads side by side,
-        so a silent host costs its timeout once), plus the hosts that did not answer; None: use
-        the playbook."""
+        so a silent host costs its timeout once), plus the app hosts and the load balancers that
+        did not answer; None: use the playbook."""
         if self.fast is None:
             return None
         with ThreadPoolExecutor(max_workers=3) as pool:
@@ -204,8 +203,7 @@ class Session:
                 raise InkdeployError(
                     f"Could not read the fleet: {errors[host]}. Nothing was changed; {advice}."
                 )
-        unreachable = tuple(h for h in errors if h in self.env.app_hosts) + silent_lbs
-        return slots, texts, lock, unreachable
+        return slots, texts, lock, tuple(h for h in errors if h in self.env.app_hosts), silent_lbs
 
     def _read_lock(self) -> dict[str, Any] | None:
         """The lock's holder and history over the fast path alone (None: it cannot serve)."""

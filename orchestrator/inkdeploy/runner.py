@@ -38,9 +38,6 @@ def remove_orphans() -> None:
 
 # (host, task name, status) for each finished task; status ok|changed|failed|skipped|unreachable.
 Progress = Callable[[str, str, str], None]
-# playbooks/rollout/lock-check.yml's read: a lock host that does not answer it is not a failure
-# of the playbook (ignore_unreachable; the play's next task needs a majority of answers)
-LOCK_CHECK_READ = "Read the deploy lock on each of its hosts"
 
 
 @dataclass
@@ -48,6 +45,7 @@ class TaskFailure:
     host: str
     task: str
     message: str
+    unreachable: bool = False
 
 
 @dataclass
@@ -60,6 +58,8 @@ class PlaybookResult:
     # task name -> host -> module result, for tasks whose results the caller asked for
     results: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     changed: dict[str, int] = field(default_factory=dict)
+    # host -> why, where the playbook said ignore_unreachable (not failures of the run)
+    ignored_unreachable: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -70,6 +70,18 @@ class PlaybookResult:
             return f"{self.playbook} ended with status {self.status} (rc {self.rc})"
         f = self.failures[0]
         return f"{f.task} failed on {f.host}: {f.message}"
+
+
+def _set_aside_ignored_unreachable(result: PlaybookResult, dark: dict[str, int] | None) -> None:
+    """A host the recap (DARK: host -> unreachable count) does not count unreachable was so only
+    where a task or play said ignore_unreachable (the lock plays, where a majority of lock hosts
+    decides): not a failure of the playbook, kept in result.ignored_unreachable instead. Without
+    a recap nothing is set aside."""
+    if dark is None:
+        return
+    ignored = [f for f in result.failures if f.unreachable and not dark.get(f.host)]
+    result.ignored_unreachable.update((f.host, f.message) for f in ignored)
+    result.failures = [f for f in result.failures if f not in ignored]
 
 
 def _message(res: dict[str, Any]) -> str:
@@ -107,6 +119,7 @@ class Runner:
     ) -> PlaybookResult:
         """Run playbooks/PLAYBOOK; COLLECT names tasks whose per-host results are returned."""
         result = PlaybookResult(playbook, rc=-1, status="unstarted", seconds=0.0)
+        recap: list[dict[str, int]] = []  # the recap's unreachable count per host, once seen
 
         def on_event(event: dict[str, Any]) -> bool:
             kind = event.get("event", "")
@@ -117,14 +130,16 @@ class Runner:
             status = {
                 "runner_on_ok": "changed" if res.get("changed") else "ok",
                 "runner_on_failed": "ignored" if data.get("ignore_errors") else "failed",
-                # the lock check counts its silent hosts itself (a majority must answer)
-                "runner_on_unreachable": "ignored" if task == LOCK_CHECK_READ else "unreachable",
+                "runner_on_unreachable": "unreachable",
                 "runner_on_skipped": "skipped",
             }.get(kind)
+            if kind == "playbook_on_stats":
+                recap.append(dict(data.get("dark") or {}))
             if status is None:
                 return False  # nothing kept in the (deleted) artifacts either
             if status in {"failed", "unreachable"}:
-                result.failures.append(TaskFailure(host, task, _message(res)))
+                failure = TaskFailure(host, task, _message(res), status == "unreachable")
+                result.failures.append(failure)
             if status == "changed":
                 result.changed[host] = result.changed.get(host, 0) + 1
             if task in collect and status in {"ok", "changed"}:
@@ -163,4 +178,5 @@ class Runner:
         finally:
             shutil.rmtree(private, ignore_errors=True)
         result.seconds = time.monotonic() - started
+        _set_aside_ignored_unreachable(result, recap[-1] if recap else None)
         return result

@@ -98,7 +98,7 @@ def _execute(
     result.seconds = round(time.monotonic() - began, 2)
     if not reached(plan, status):
         raise DbActionFailed(
-            f"patronictl {plan.action} ran on {result.ran_on}, but after {wait_s:.0f} s the "
+            f"The {plan.action} ran on {result.ran_on}, but after {wait_s:.0f} s the "
             f"cluster does not show it done ({_seen(status)}); check `inkdeploy db status`."
         )
     if plan.action == "switchover":

@@ -282,26 +282,26 @@ def _failover(env: Environment, plan: FailoverPlan, wait_s: float, lock: str) ->
     server = _Redis(redis_password(env))
     # a safety net should this process die: lifted explicitly below
     pause_s = wait_s + 10
-    held = not isinstance(
+    paused = not isinstance(
         server.try_ask(plan.master, "CLIENT", "PAUSE", str(int(pause_s * 1000)), "WRITE"),
         Exception,
     )
-    held_at = time.monotonic()
+    paused_at = time.monotonic()
     try:
-        if held:
+        if paused:
             result.replicas_caught_up = _catch_up(server, plan)
         result.sentinel = _send_failover(env, plan)
         sent_at = time.monotonic()
         result.new_master, result.sentinels = _wait_new_master(env, plan, server, wait_s)
         result.agreed_after_s = round(time.monotonic() - sent_at, 2)
         result.new_master_host = by_address.get(result.new_master.rsplit(":", 1)[0])
-        if held:
+        if paused:
             _hand_over(server, plan.master, result.new_master)
-            held = False
-            result.writes_held_s = round(time.monotonic() - held_at, 2)
+            paused = False
+            result.writes_held_s = round(time.monotonic() - paused_at, 2)
         _watch_old_master(server, result)
     finally:
-        if held:  # the failover did not happen: the old master serves again
+        if paused:  # the failover did not happen: the old master serves again
             server.try_ask(plan.master, "CLIENT", "UNPAUSE")
     result.message = _done_message(result)
     return result

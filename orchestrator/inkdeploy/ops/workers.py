@@ -27,6 +27,7 @@ import yaml
 from inkdeploy.errors import InkdeployError
 from inkdeploy.inventory import ConfigError, Environment
 from inkdeploy.ops.held import held, lock_state
+from inkdeploy.preflight import truthy
 from inkdeploy.remote import Remote
 from inkdeploy.runner import PROJECT
 
@@ -163,13 +164,9 @@ def celery_host(env: Environment, host: str) -> CeleryHost:
         app_module=value("celery_app_module", "{{ app_name }}.celery_app"),
         stop_timeout_s=float(value("celery_stop_timeout", 300)),
         ping_retries=int(value("celery_ping_retries", 30)),
-        runs_beat=_truthy(hv.get("celery_beat_enabled", True))
+        runs_beat=truthy(hv.get("celery_beat_enabled", True))
         and host in env.groups.get(beat_group, []),
     )
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).lower() in ("true", "yes", "1", "on")
 
 
 def celery_hosts(env: Environment) -> dict[str, CeleryHost]:

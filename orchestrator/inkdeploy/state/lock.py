@@ -30,6 +30,8 @@ from inkdeploy.runner import Runner
 # How long a lock host has to answer a read (`inkdeploy status`: a dead one costs this once);
 # changes get longer, a loaded host may be slow to write.
 QUERY_TIMEOUT_S = 4.0
+# How long a lock host has to make a change (take, renew, release, record).
+CHANGE_TIMEOUT_S = 20.0
 # A lock host that did not answer is left out of the next calls for this long, while the
 # others are a majority.
 ASK_SILENT_AGAIN_S = 30.0
@@ -175,7 +177,9 @@ class FleetLock:
         """The lock module's arguments for this lock."""
         return {"name": self.app, **args}
 
-    def _each(self, args: dict[str, Any], timeout_s: float) -> dict[str, dict[str, Any]]:
+    def _each(
+        self, args: dict[str, Any], timeout_s: float = CHANGE_TIMEOUT_S
+    ) -> dict[str, dict[str, Any]]:
         """The module's answer of every lock host that answered (a majority, or an error
         saying which did not); self.silent names the others."""
         answers, silent = self._each_fast(args, timeout_s)
@@ -201,23 +205,21 @@ class FleetLock:
         ask = tuple(h for h in self.hosts if h not in recent)
         if len(ask) < self.quorum:
             ask, recent = self.hosts, {}
-        answers, silent = self._ask_fast(ask, args, timeout_s, now, recent)
+        answers, silent = self._ask_fast(ask, args, timeout_s)
         if answers is not None and len(answers) < self.quorum and recent:
             # the hosts asked are no majority now: the ones left out may be back
-            more, again = self._ask_fast(tuple(recent), args, timeout_s, now, {})
+            more, again = self._ask_fast(tuple(recent), args, timeout_s)
             if more is None:
                 return None, {}
             answers.update(more)
-            silent = {**{h: w for h, w in silent.items() if h not in more}, **again}
+            silent.update(again)
+            recent = {}
+        for host, at in recent.items():
+            silent[host] = f"did not answer {now - at:.0f} s ago (not asked again)"
         return answers, silent
 
     def _ask_fast(
-        self,
-        ask: tuple[str, ...],
-        args: dict[str, Any],
-        timeout_s: float,
-        now: float,
-        recent: dict[str, float],
+        self, ask: tuple[str, ...], args: dict[str, Any], timeout_s: float
     ) -> tuple[dict[str, dict[str, Any]] | None, dict[str, str]]:
         if self.fast is None:
             return None, {}
@@ -225,9 +227,7 @@ class FleetLock:
         if replies is None:
             return None, {}
         answers: dict[str, dict[str, Any]] = {}
-        silent = {
-            h: f"did not answer {now - t:.0f} s ago (not asked again)" for h, t in recent.items()
-        }
+        silent: dict[str, str] = {}
         for host, reply in replies.items():
             if isinstance(reply, RemoteError):
                 if not (reply.unreachable or reply.refused):
@@ -248,6 +248,7 @@ class FleetLock:
         result = self.runner.run("rollout/lock.yml", extra, collect=("Lock and history",))
         answers = dict(result.results.get("Lock and history", {}))
         silent = {f.host: f.message for f in result.failures if f.host not in answers}
+        silent.update(result.ignored_unreachable)  # lock.yml: ignore_unreachable
         if not answers and not silent:
             raise InkdeployError(
                 "The inventory has no host to hold the deploy lock; add hosts to group "
@@ -272,7 +273,6 @@ class FleetLock:
         answers = self._each(
             self.args(state="acquire", holder=holder, rollout=rollout if takeover else "",
                       lease_s=lease_s, history_lines=0),
-            20.0,
         )  # fmt: skip
         granted = [h for h, a in answers.items() if a.get("acquired")]
         if len(granted) >= self.quorum:
@@ -280,7 +280,7 @@ class FleetLock:
         if granted and not takeover:
             # a rival holds the majority: give back the hosts this call won
             with contextlib.suppress(InkdeployError):
-                self._each(self.args(state="release", rollout=rollout, history_lines=0), 20.0)
+                self._each(self.args(state="release", rollout=rollout, history_lines=0))
         other = agreed_holder({h: a for h, a in answers.items() if h not in granted})
         raise LockHeld(
             "Another rollout holds the deploy lock: "
@@ -307,7 +307,7 @@ class FleetLock:
         """Renew ROLLOUT's lease on every lock host; the result's `acquired` is False when a
         majority no longer has it as ROLLOUT's (released by force, or taken over after the
         lease ran out). A lock host that came back empty gets the lock again."""
-        answers = self._each(self.args(state="heartbeat", rollout=rollout, history_lines=0), 20.0)
+        answers = self._each(self.args(state="heartbeat", rollout=rollout, history_lines=0))
         renewed = [h for h, a in answers.items() if a.get("acquired")]
         if len(renewed) < self.quorum:
             rest = {h: a for h, a in answers.items() if h not in renewed}
@@ -328,12 +328,11 @@ class FleetLock:
         answers = self._each(
             self.args(state="release", rollout=rollout, record=record or {}, force=force,
                       history_lines=0),
-            20.0,
         )  # fmt: skip
         return {"holder": agreed_holder(answers), "silent": dict(self.silent)}
 
     def record(self, entry: dict[str, Any]) -> None:
-        self._each(self.args(state="query", record=entry, history_lines=0), 20.0)
+        self._each(self.args(state="query", record=entry, history_lines=0))
 
 
 class Heartbeat:
