@@ -15,13 +15,14 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 APT_PACKAGES := $(shell sed -e 's/\#.*//' requirements/apt.txt)
 
-.PHONY: help deps apt venv tools lint unit build-test lab-test stack-test molecule integration test demo lab-down bench clean artifact
+.PHONY: help deps apt venv tools lint unit build-test lab-test stack-test molecule integration test demo lab-down bench bench-oncall clean artifact
 
 help:
 	@echo "make demo      install what is needed, boot the lab ($(TOPOLOGY)), converge the whole stack, show the HTTPS URL, canary-roll a new release"
 	@echo "make test      install what is needed, then lint, unit, lab and Molecule tests"
 	@echo "make lab-down  remove the demo lab: hosts, mounts, links, bridge, files"
 	@echo "make bench     run the benchmarks under bench/"
+	@echo "make bench-oncall  on the demo lab: status with one host down per tier, drain medians"
 
 deps: apt venv tools
 
@@ -116,6 +117,12 @@ lab-down: venv
 bench: deps
 	$(BIN)/python bench/lab_boot.py
 	$(BIN)/python bench/web_tier.py
+
+# On the demo lab (`make demo` first): `inkdeploy status` healthy and with one host of each tier
+# down, then drain/undrain under load; medians over 5 runs each.
+bench-oncall: deps
+	$(BIN)/python bench/status.py
+	$(BIN)/python bench/drain.py
 
 # The demo app as a release artifact: make artifact VERSION=1.2.3
 VERSION ?= 1.0.0

@@ -27,7 +27,7 @@ from inkdeploy.events import (
     sinks_from_notify,
 )
 from inkdeploy.execute import Context, Executor, Outcome
-from inkdeploy.fastpath import FastPath, RemoteError
+from inkdeploy.fastpath import LB_READ_TIMEOUT_S, FastPath, RemoteError
 from inkdeploy.fleet import SLOTS, Fleet, build_fleet, drain_marks, parse_weights
 from inkdeploy.gates.prometheus import PrometheusClient, render
 from inkdeploy.inventory import ConfigError, Environment, load_environment
@@ -44,6 +44,7 @@ from inkdeploy.preflight import Preflight, run_preflight
 from inkdeploy.runner import PROJECT, Progress, Runner
 from inkdeploy.state.journal import Journal, JournalView, state_dir
 from inkdeploy.state.lock import (
+    QUERY_TIMEOUT_S,
     FleetLock,
     Heartbeat,
     LockHeld,
@@ -65,6 +66,9 @@ FastRead = tuple[
 # How long an app or worker host has to answer the fast path's slot read: a host that is down
 # costs `inkdeploy status` this long; a rollout asks a silent host once more, more patiently.
 SLOTS_TIMEOUT_S = 4.0
+# `inkdeploy status` gives every SSH read less: it only shows a slow host as unreachable, while
+# a rollback or drain would leave a slow load balancer out of its weight steps
+STATUS_READ_TIMEOUT_S = 3.0
 SLOTS_RETRY_TIMEOUT_S = 15.0
 
 
@@ -121,16 +125,20 @@ class Session:
         return cls(env, runner, Journal(state_dir(env.inventory)), lock, fast=fast)
 
     def read_fleet(
-        self, tolerate_unreachable: bool = False, lbs_may_be_down: bool = False
+        self,
+        tolerate_unreachable: bool = False,
+        lbs_may_be_down: bool = False,
+        read_timeout_s: float | None = None,
     ) -> Fleet:
         """The fleet as it is. An app host that does not answer is an error unless no load
         balancer sends it traffic (drained: plans leave it out) or TOLERATE_UNREACHABLE
         (`inkdeploy status`, drain: it is shown as unreachable). A load balancer that does not
         answer is an error unless TOLERATE_UNREACHABLE or LBS_MAY_BE_DOWN (rollback): then the
-        fleet is what the others serve, and weight steps leave the silent ones out."""
+        fleet is what the others serve, and weight steps leave the silent ones out.
+        READ_TIMEOUT_S: how long each SSH read may take (status: STATUS_READ_TIMEOUT_S)."""
         lbs_ok = tolerate_unreachable or lbs_may_be_down
         slots, confs, lock, unreachable, silent_lbs = self._read_fast(
-            tolerate_unreachable, lbs_ok
+            tolerate_unreachable, lbs_ok, read_timeout_s
         ) or (*self._read_playbook(), (), ())
         self.lock_holder = lock.get("holder") or {}
         self.history = list(lock.get("history") or [])
@@ -150,18 +158,24 @@ class Session:
             fleet,
             lb_unreachable=silent_lbs,
             lock_silent=tuple(lock.get("silent") or ()),
+            workers_silent=tuple(h for h in self.env.worker_hosts if h not in slots),
         )
 
-    def _read_fast(self, tolerate_unreachable: bool, lbs_ok: bool = False) -> FastRead | None:
+    def _read_fast(
+        self, tolerate_unreachable: bool, lbs_ok: bool = False, timeout_s: float | None = None
+    ) -> FastRead | None:
         """Slots, upstreams and lock over SSH, all hosts at once (the three reads side by side,
         so a silent host costs its timeout once), plus the app hosts and the load balancers that
         did not answer; None: use the playbook."""
         if self.fast is None:
             return None
         with ThreadPoolExecutor(max_workers=3) as pool:
-            confs_f = pool.submit(self.fast.upstreams, lbs_ok)
-            lock_f = pool.submit(self._read_lock)
-            read_f = pool.submit(self.fast.slots, SLOTS_TIMEOUT_S)
+            # status (TOLERATE_UNREACHABLE) answers even when no load balancer does
+            confs_f = pool.submit(
+                self.fast.upstreams, lbs_ok, tolerate_unreachable, timeout_s or LB_READ_TIMEOUT_S
+            )
+            lock_f = pool.submit(self._read_lock, timeout_s or QUERY_TIMEOUT_S)
+            read_f = pool.submit(self.fast.slots, timeout_s or SLOTS_TIMEOUT_S)
             try:
                 confs, lock, read = confs_f.result(), lock_f.result(), read_f.result()
             except RemoteError as exc:
@@ -205,11 +219,11 @@ class Session:
                 )
         return slots, texts, lock, tuple(h for h in errors if h in self.env.app_hosts), silent_lbs
 
-    def _read_lock(self) -> dict[str, Any] | None:
+    def _read_lock(self, timeout_s: float = QUERY_TIMEOUT_S) -> dict[str, Any] | None:
         """The lock's holder and history over the fast path alone (None: it cannot serve)."""
         if self.fast is None or not self.fast.serves(self.lock.hosts):
             return None
-        return self.lock.query(history_lines=500)
+        return self.lock.query(history_lines=500, timeout_s=timeout_s)
 
     def _read_playbook(self) -> FleetRead:
         result = self.runner.run(

@@ -23,7 +23,7 @@ from inkdeploy.events import Event
 from inkdeploy.fleet import SLOTS, Fleet
 from inkdeploy.gates.prometheus import render
 from inkdeploy.ops.db import describe_lag
-from inkdeploy.ops.overview import DataTier, data_tier
+from inkdeploy.ops.overview import DataTier, data_tier, expected_queues, worker_lines
 from inkdeploy.plan import Plan
 from inkdeploy.preflight import run_preflight
 from inkdeploy.state.lock import describe_holder, holder_info, staleness
@@ -247,14 +247,17 @@ def plan_command(
 @friendly
 def status_command(inventory: Inventory, json: Json = False) -> None:
     """The whole stack: per app host and slot the version, health and LB weight (hosts that do
-    not answer within a few seconds shown as unreachable), the workers' release, the running
-    rollout and the lock; Patroni's leader, replicas and lag; the Redis master as the sentinels
-    agree on it; the alerts firing now."""
+    not answer within a few seconds shown as unreachable), the Celery workers per queue with
+    their release, the running rollout and the lock; Patroni's leader, replicas and lag (bytes
+    and seconds), etcd's health; the Redis master as the sentinels agree on it; the alerts
+    firing now."""
     began = time.monotonic()
     session = deploy.Session.open(inventory)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-tier") as pool:
         tier = pool.submit(data_tier, session.env)
-        fleet = session.read_fleet(tolerate_unreachable=True)
+        fleet = session.read_fleet(
+            tolerate_unreachable=True, read_timeout_s=deploy.STATUS_READ_TIMEOUT_S
+        )
         data = tier.result()
     current = session.journal.current() or None
     view = session.journal.read(current) if current else None
@@ -293,12 +296,22 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
             if host in fleet.unreachable:
                 unit, health = "[red]unreachable[/]", "?"
             weight = str(s.weight) + (" live" if s.serving else "")
-            if host in fleet.drained:
+            if fleet.lb_unreachable and not fleet.lb_hosts:
+                weight = "?"  # no load balancer answered
+            elif host in fleet.drained:
                 weight += " (drained)"
             table.add_row(host, slot, s.version or "-", unit, health, weight)
     out.print(table)
-    out.print(f"Live: {fleet.live_versions or 'nothing'}; workers: {fleet.workers or '-'}")
-    for lb in fleet.lb_unreachable:
+    no_lb = bool(fleet.lb_unreachable) and not fleet.lb_hosts
+    out.print(f"Live: {'unknown' if no_lb else fleet.live_versions or 'nothing'}")
+    for level, line in worker_lines(fleet, expected_queues(session.env)):
+        out.print(f"[{level}]{escape(line)}[/]" if level else escape(line), highlight=False)
+    if no_lb:
+        names = ", ".join(fleet.lb_unreachable)
+        out.print(f"[red]No load balancer answered ({escape(names)})[/]: the weights are unknown "
+                  "and clients cannot reach the site through them; bring one back (power, "
+                  "network, nginx) before anything else.")  # fmt: skip
+    for lb in fleet.lb_unreachable if fleet.lb_hosts else ():
         out.print(f"[red]Load balancer {escape(lb)} is unreachable[/]: the weights above are the "
                   "other load balancers'; take it out of DNS until it is back.")  # fmt: skip
     for lb in fleet.weights_disagree:
@@ -339,13 +352,16 @@ def print_data_tier(data: DataTier) -> None:
         sync = ", ".join(db.sync_standbys) or "none"
         out.print(escape(f"PostgreSQL: leader {db.leader or 'none'}; {members}; sync standby: "
                          f"{sync}"), highlight=False)  # fmt: skip
+    if data.etcd.size:
+        out.print(escape(data.etcd.describe()), highlight=False)
     if redis.said or redis.unreachable:
         replicas = ", ".join(f"{r.host or r.address} link {r.link}" for r in redis.replicas)
         out.print(escape(f"Redis: master {redis.master_host or redis.master or 'none agreed'}"
                          f"; replicas: {replicas or 'none'}"), highlight=False)  # fmt: skip
-    for host, why in {**db.unreachable, **redis.unreachable}.items():
+    silent = {**data.etcd.unreachable, **db.unreachable, **redis.unreachable}
+    for host, why in silent.items():
         out.print(f"[yellow]{escape(host)} did not answer: {escape(why)}[/]", highlight=False)
-    for problem in db.problems + redis.problems:
+    for problem in db.problems + data.etcd.problems + redis.problems:
         out.print(f"[red]{escape(problem)}[/]", highlight=False)
     if data.alerts_unknown:
         out.print(f"[yellow]Alerts unknown: {escape(data.alerts_unknown)}[/]", highlight=False)

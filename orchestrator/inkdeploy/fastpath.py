@@ -67,13 +67,19 @@ class FastPath:
         }
         return self.remote.payload("lb_weights", params)
 
-    def upstreams(self, tolerate_unreachable: bool = False) -> dict[str, str | RemoteError] | None:
+    def upstreams(
+        self,
+        tolerate_unreachable: bool = False,
+        none_may_answer: bool = False,
+        timeout_s: float = LB_READ_TIMEOUT_S,
+    ) -> dict[str, str | RemoteError] | None:
         """upstreams.conf of every load balancer, as nginx serves it; with
-        TOLERATE_UNREACHABLE a load balancer that does not answer gives its RemoteError."""
+        TOLERATE_UNREACHABLE a load balancer that does not answer within TIMEOUT_S gives its
+        RemoteError, and with NONE_MAY_ANSWER too (status) even when no load balancer answered."""
         if not self.serves(self.lbs):
             return None
         path = "/etc/nginx/inkdeploy/upstreams.conf"
-        timeout = LB_READ_TIMEOUT_S if tolerate_unreachable else 10
+        timeout = timeout_s if tolerate_unreachable else 10
         replies = self.remote.commands({lb: ["cat", path] for lb in self.lbs}, timeout_s=timeout)
         confs: dict[str, str | RemoteError] = {}
         for lb, reply in replies.items():
@@ -84,7 +90,7 @@ class FastPath:
             if not (tolerate_unreachable and reply.unreachable):
                 raise error
             confs[lb] = error
-        if not any(isinstance(t, str) for t in confs.values()):
+        if not none_may_answer and not any(isinstance(t, str) for t in confs.values()):
             first = next(iter(confs.values()))
             raise first if isinstance(first, RemoteError) else RemoteError("lb", "no answer")
         return confs

@@ -40,6 +40,14 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class WorkerUnit:
+    host: str
+    queue: str
+    state: str  # systemd ActiveState: active, inactive, failed, activating, ...
+    release: str | None  # the release the running worker was started from (None: not running)
+
+
+@dataclass(frozen=True)
 class Fleet:
     app: str
     hosts: tuple[str, ...]  # app hosts, inventory order
@@ -47,6 +55,10 @@ class Fleet:
     slots: dict[str, Slot]  # "host:slot" -> Slot
     releases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # host -> installed
     workers: dict[str, str | None] = field(default_factory=dict)  # worker host -> release
+    # worker host -> its Celery worker units (one per queue): state and running release
+    worker_units: dict[str, tuple[WorkerUnit, ...]] = field(default_factory=dict)
+    beat: dict[str, str] = field(default_factory=dict)  # worker host with a beat unit -> state
+    workers_silent: tuple[str, ...] = ()  # worker hosts that did not answer
     lb_hosts: tuple[str, ...] = ()
     weights_disagree: tuple[str, ...] = ()  # LB hosts whose weights differ from the first
     lb_weights: dict[str, dict[str, int]] = field(default_factory=dict)  # LB -> its weights
@@ -151,6 +163,15 @@ class Fleet:
     def installed_everywhere(self, version: str) -> bool:
         return all(version in self.releases.get(host, ()) for host in self.hosts)
 
+    @property
+    def queues(self) -> dict[str, tuple[WorkerUnit, ...]]:
+        """Queue -> the worker units consuming it, host order (inventory)."""
+        found: dict[str, list[WorkerUnit]] = {}
+        for units in self.worker_units.values():
+            for unit in units:
+                found.setdefault(unit.queue, []).append(unit)
+        return {q: tuple(units) for q, units in sorted(found.items())}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "app": self.app,
@@ -174,6 +195,9 @@ class Fleet:
                 for host in self.hosts
             },
             "workers": self.workers,
+            "queues": {q: [u.__dict__ for u in units] for q, units in self.queues.items()},
+            "beat": self.beat,
+            "workers_silent": list(self.workers_silent),
             "lb_hosts": list(self.lb_hosts),
             "lb_weights": {lb: dict(w) for lb, w in self.lb_weights.items()},
             "weights_disagree": list(self.weights_disagree),
@@ -226,10 +250,18 @@ def build_fleet(
                 health_version=health.get("version"),
                 health_status=health.get("status"),
             )
-    workers = {
-        host: (slot_facts.get(host, {}).get("slots", {}).get("celery") or {}).get("version")
-        for host in worker_hosts or []
+    celery = {
+        h: slot_facts.get(h, {}).get("slots", {}).get("celery") or {} for h in worker_hosts or []
     }
+    workers = {host: info.get("version") for host, info in celery.items()}
+    worker_units = {
+        host: tuple(
+            WorkerUnit(host, str(u.get("queue")), str(u.get("state")), u.get("release"))
+            for u in info.get("workers") or []
+        )
+        for host, info in celery.items()
+    }
+    beat = {host: str(info["beat"]) for host, info in celery.items() if info.get("beat")}
     return Fleet(
         app=app,
         hosts=tuple(app_hosts),
@@ -237,6 +269,8 @@ def build_fleet(
         slots=slots,
         releases=releases,
         workers=workers,
+        worker_units=worker_units,
+        beat=beat,
         lb_hosts=tuple(sorted(lb_confs)),
         weights_disagree=disagree,
         lb_weights=lb_weights,

@@ -460,19 +460,25 @@ def _get_json(url: str, timeout_s: float) -> Any:
     return response.json()
 
 
-def patroni_tasks(env: Environment, timeout_s: float) -> list[Task]:
+PATRONI_READS = (("patroni", "/cluster"), ("patroni_config", "/config"))
+
+
+def patroni_tasks(
+    env: Environment, timeout_s: float, reads: tuple[tuple[str, str], ...] = PATRONI_READS
+) -> list[Task]:
+    """A GET per db host and (kind, path) of READS."""
     tasks: list[Task] = []
     for host in env.groups.get("db", []):
         address = hostvar(env, host, "patroni_restapi_address") or env.address(host)
         port = int(hostvar(env, host, "patroni_restapi_port") or PATRONI_PORT)
         base = f"http://{address}:{port}"
         # GET endpoints need no password (restapi.authentication guards the unsafe ones only).
-        for kind, path in (("patroni", "/cluster"), ("patroni_config", "/config")):
-            tasks.append((kind, host, f"{address}:{port}", _bind_get(base + path, timeout_s)))
+        for kind, path in reads:
+            tasks.append((kind, host, f"{address}:{port}", bind_get(base + path, timeout_s)))
     return tasks
 
 
-def _bind_get(url: str, timeout_s: float) -> Callable[[], Any]:
+def bind_get(url: str, timeout_s: float) -> Callable[[], Any]:
     return lambda: _get_json(url, timeout_s)
 
 

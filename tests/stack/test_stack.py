@@ -281,7 +281,8 @@ def on_call_status(stack: Stack, part: str) -> dict:
 
 
 def test_status_shows_the_whole_stack_in_seconds(stack: Stack) -> None:
-    """`inkdeploy status`: app tier (fast path), data tier and alerts, probed at once."""
+    """`inkdeploy status`: app tier (fast path) with the Celery queues, data tier with etcd,
+    and alerts, probed at once."""
     run = inkdeploy("status", "-i", str(stack.inventory), "--json", timeout=60)
     assert run.returncode == 0, run.stderr
     status = json.loads(run.stdout)
@@ -292,6 +293,14 @@ def test_status_shows_the_whole_stack_in_seconds(stack: Stack) -> None:
     assert status["redis"]["master_host"] == "data1", status["redis"]
     assert status["alerts_unknown"] == "", status["alerts_unknown"]
     assert isinstance(status["alerts"], list)
+    etcd = status["etcd"]
+    assert (etcd["leader"], etcd["healthy"], etcd["problems"]) == ("data1", ["data1"], []), etcd
+    # the Celery workers per queue, each with the release its running process was started from
+    fleet = status["fleet"]
+    assert fleet["queues"] == {
+        "celery": [{"host": "worker1", "queue": "celery", "state": "active", "release": VERSION}]
+    }, fleet["queues"]
+    assert fleet["beat"] == {"worker1": "active"} and fleet["workers_silent"] == []
     assert status["seconds"] < 6  # 3 s is the goal on an idle machine; CI runs two lanes
 
 

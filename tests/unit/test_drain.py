@@ -167,7 +167,9 @@ class StubFast:
         self.history = history
         self.slot_reads: list[tuple[float, tuple[str, ...] | None]] = []
 
-    def upstreams(self, tolerate_unreachable: bool = False) -> dict[str, str]:
+    def upstreams(
+        self, tolerate_unreachable: bool = False, none_may_answer: bool = False, timeout_s=4.0
+    ) -> dict[str, str]:
         return {"lb1": upstreams_conf(self.weights)}
 
     def serves(self, hosts: tuple[str, ...]) -> bool:

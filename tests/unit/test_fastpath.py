@@ -227,3 +227,29 @@ def test_a_fast_path_that_cannot_work_here_falls_back_to_the_playbook(tmp_path: 
     assert runner.playbooks == ["lb-weights.yml"]
     warnings = [e.data["message"] for e in seen if e.type == "warning"]
     assert warnings and "sudo: a password is required" in warnings[0]
+
+
+class _DeadLbs:
+    """A Remote whose every host is powered off (ssh exits 255)."""
+
+    def usable(self, hosts) -> bool:
+        return True
+
+    def commands(self, argvs, timeout_s):
+        from inkdeploy.remote import Reply
+
+        return {h: Reply(h, 255, "", "ssh: connect to host: Connection timed out", timeout_s)
+                for h in argvs}  # fmt: skip
+
+
+def test_with_every_load_balancer_down_only_status_gets_an_answer() -> None:
+    """Status says no load balancer answered; a rollback or rollout gets the error (nothing
+    to switch) instead of an empty fleet."""
+    from inkdeploy.fastpath import FastPath
+    from inkdeploy.remote import RemoteError
+
+    fast = FastPath(_DeadLbs(), "inkapp", ("lb1",), ("app1",), (), {})  # type: ignore[arg-type]
+    seen = fast.upstreams(tolerate_unreachable=True, none_may_answer=True)
+    assert seen is not None and isinstance(seen["lb1"], RemoteError) and seen["lb1"].unreachable
+    with pytest.raises(RemoteError, match="did not answer over SSH"):
+        fast.upstreams(tolerate_unreachable=True)

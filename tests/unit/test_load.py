@@ -400,14 +400,15 @@ def test_background_api_snapshot_and_stop(tls_server: AppServer, cacert: str) ->
     time.sleep(0.6)
     snap = gen.snapshot()
     assert not snap.final and gen.running
-    assert 20 <= snap.requests <= 31 and snap.failed == 0
+    # the rate holds for the time that really passed (a busy machine oversleeps)
+    assert abs(snap.requests - 50 * snap.elapsed_s) <= 3 and snap.failed == 0
     tls_server.version = "v2"
     time.sleep(0.9)
     report = gen.stop()
     assert report.final and not gen.running and report.in_flight == 0
     assert gen.stop() is report and gen.snapshot() is report
     assert report.requests > snap.requests and report.failed == 0
-    assert 1.4 <= report.elapsed_s <= 1.8
+    assert 1.4 <= report.elapsed_s <= 2.0
     assert abs(report.requests - 50 * report.elapsed_s) <= 3
     assert set(report.versions) == {"v1", "v2"}
     first_v2 = report.first_second_with("v2")

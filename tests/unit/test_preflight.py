@@ -305,7 +305,7 @@ def test_evaluate_collects_every_problem_and_one_check_per_area() -> None:
 
 
 class JsonServer(LoopbackServer):
-    """GET PATH answers ROUTES[PATH] as JSON (404 otherwise)."""
+    """GET (or POST) PATH answers ROUTES[PATH] as JSON (404 otherwise)."""
 
     def __init__(self, routes: dict[str, Any]) -> None:
         self.routes = routes
@@ -320,6 +320,10 @@ class JsonServer(LoopbackServer):
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_POST(self) -> None:  # the same answers (etcd's gRPC gateway is POST)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
 
             def log_message(self, *args: Any) -> None:
                 pass

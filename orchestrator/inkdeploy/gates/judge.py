@@ -14,8 +14,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from scipy.stats import mannwhitneyu
-
 from inkdeploy.config import Judge, JudgeMetric
 from inkdeploy.gates.prometheus import PrometheusClient, format_value, render
 from inkdeploy.gates.result import GateResult, Outcome
@@ -76,6 +74,10 @@ def classify(
     medians = f"median {format_value(cm)} vs {format_value(bm)}"
     if len(set(c) | set(b)) == 1 or sorted(c) == sorted(b):
         return verdict("pass", f"Canary and baseline samples are identical ({medians}).", 1.0)
+
+    # imported here: scipy.stats takes most of a second to import, which every command (status
+    # above all) would pay at start-up; only a judged gate needs it
+    from scipy.stats import mannwhitneyu
 
     p = float(mannwhitneyu(c, b, alternative="two-sided").pvalue)
     p = 1.0 if math.isnan(p) else p

@@ -1,7 +1,7 @@
 """Rehearsals on a lab: run the project's playbooks against a lab inventory, change load balancer
 weights, and measure what a drain or a hard kill costs the clients of the load balancer.
 
-Used by the end-to-end tests (tests/stack) and the benchmarks (bench/lb_drain.py); the load
+Used by the end-to-end tests (tests/stack) and the benchmarks (bench/drain.py); the load
 comes from `inkdeploy.loadgen`.
 """
 

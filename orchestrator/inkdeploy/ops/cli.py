@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ from inkdeploy.deploy_cli import Inventory, Json
 from inkdeploy.inventory import load_environment
 from inkdeploy.ops.db import db_status, describe_lag
 from inkdeploy.ops.drain import DrainResult, drain, undrain
+from inkdeploy.ops.etcd import etcd_status
 from inkdeploy.ops.maintenance import MaintenanceResult, maintenance_off, maintenance_on
 from inkdeploy.ops.options import DryRun, Message
 from inkdeploy.ops.redis import redis_status
@@ -28,13 +30,17 @@ redis_app = typer.Typer(no_args_is_help=True, help="Redis (Sentinel) on-call com
 @db_app.command("status")
 @friendly
 def db_status_command(inventory: Inventory, json: Json = False) -> None:
-    """Patroni's members: leader, replicas with state and lag, sync standby; hosts that did not
-    answer within 2 s are named."""
+    """Patroni's members: leader, replicas with state and lag (bytes and seconds), sync standby;
+    etcd's health and leader; hosts that did not answer within 2 s are named."""
     env = load_environment(inventory, require_app=False)
     began = time.monotonic()
-    status = db_status(env)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etcd") as pool:
+        dcs = pool.submit(etcd_status, env)
+        status = db_status(env)
+        etcd = dcs.result()
     if json:
-        print_json({**status.to_dict(), "seconds": round(time.monotonic() - began, 3)})
+        print_json({**status.to_dict(), "etcd": etcd.to_dict(),
+                    "seconds": round(time.monotonic() - began, 3)})  # fmt: skip
         return
     if not env.groups.get("db"):
         out.print("No hosts in group db.")
@@ -49,7 +55,9 @@ def db_status_command(inventory: Inventory, json: Json = False) -> None:
     mode = "on" if status.synchronous_mode else "off"
     sync = ", ".join(status.sync_standbys) or "none"
     out.print(f"Leader: {status.leader or 'none'}; synchronous mode {mode}, sync standby: {sync}")
-    _footer(status.unreachable, status.problems)
+    if etcd.size:
+        out.print(escape(etcd.describe()), highlight=False)
+    _footer({**etcd.unreachable, **status.unreachable}, status.problems + etcd.problems)
 
 
 @redis_app.command("status")

@@ -7,13 +7,16 @@ Hosts that did not answer are named, never waited for twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from inkdeploy.inventory import Environment
 from inkdeploy.ops import without_force
 from inkdeploy.preflight import (
     LEADER_ROLES,
+    PATRONI_READS,
     SYNC_ROLES,
     Observation,
     cluster_members,
@@ -37,6 +40,9 @@ class Member:
     timeline: int | None
     lag_bytes: int | None  # None for the leader, or when Patroni cannot tell ("unknown")
     nofailover: bool = False  # tagged: never promoted
+    # seconds behind: 0 when it has replayed all it received and no byte lag, else the age of
+    # the last transaction it replayed (postgres_exporter's rule); None: not known
+    lag_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -74,9 +80,14 @@ class DbStatus:
 
 
 def summarize(
-    clusters: list[Observation], configs: list[Observation], sync_mode_inventory: bool
+    clusters: list[Observation],
+    configs: list[Observation],
+    sync_mode_inventory: bool,
+    selves: list[Observation] | None = None,
+    now: float | None = None,
 ) -> DbStatus:
-    """What the observations say (pure): members, leader, sync standbys, problems."""
+    """What the observations say (pure): members, leader, sync standbys, lag, problems.
+    SELVES: each member's GET /patroni, for the lag in seconds as of NOW (epoch seconds)."""
     check = evaluate_patroni(clusters, configs, sync_mode_inventory)
     status = DbStatus(
         answered={o.host: o.seconds for o in clusters if o.error is None},
@@ -88,7 +99,10 @@ def summarize(
     if not views:
         return status
     status.seen_by, members = reference_view(views)
-    status.members = [_member(m) for m in members]
+    own = {o.host: o.data for o in selves or [] if o.error is None and isinstance(o.data, dict)}
+    status.members = [
+        _with_lag_seconds(_member(m), own.get(str(m.get("name"))), now) for m in members
+    ]
     status.leader = next((m.name for m in status.members if m.role in LEADER_ROLES), None)
     status.sync_standbys = [m.name for m in status.members if m.role in SYNC_ROLES]
     status.synchronous_mode = sync_mode_of(configs, sync_mode_inventory)[0]
@@ -114,19 +128,44 @@ def _member(m: dict[str, Any]) -> Member:
     )
 
 
+def _with_lag_seconds(member: Member, own: dict[str, Any] | None, now: float | None) -> Member:
+    """MEMBER with lag_seconds from its own GET /patroni (OWN), as of NOW."""
+    if member.role in LEADER_ROLES or not own:
+        return member
+    xlog = own.get("xlog") if isinstance(own.get("xlog"), dict) else {}
+    received, replayed = xlog.get("received_location"), xlog.get("replayed_location")
+    if member.lag_bytes == 0 and received is not None and received == replayed:
+        return replace(member, lag_seconds=0.0)
+    stamp = xlog.get("replayed_timestamp")
+    if not isinstance(stamp, str) or not stamp:
+        return member
+    try:
+        when = datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return member
+    seconds = max(0.0, (time.time() if now is None else now) - when)
+    return replace(member, lag_seconds=round(seconds, 1))
+
+
 def db_status(env: Environment, timeout_s: float = 2.0) -> DbStatus:
     """Probe every db host's Patroni (read-only, in parallel) and summarize."""
-    seen = run_probes(patroni_tasks(env, timeout_s), timeout_s)
+    # GET /patroni: each member's own WAL positions and replay time, for the lag in seconds
+    reads = (*PATRONI_READS, ("patroni_self", "/patroni"))
+    seen = run_probes(patroni_tasks(env, timeout_s, reads), timeout_s)
     db = env.groups.get("db", [])
     sync_inventory = bool(db) and truthy(hostvar(env, db[0], "patroni_synchronous_mode"))
     return summarize(
         [o for kind, o in seen if kind == "patroni"],
         [o for kind, o in seen if kind == "patroni_config"],
         sync_inventory,
+        [o for kind, o in seen if kind == "patroni_self"],
     )
 
 
 def describe_lag(member: Member) -> str:
     if member.role in LEADER_ROLES:
         return "-"
-    return format_bytes(member.lag_bytes) if member.lag_bytes is not None else "unknown"
+    text = format_bytes(member.lag_bytes) if member.lag_bytes is not None else "unknown"
+    if member.lag_seconds is not None:
+        text += f", {member.lag_seconds:g} s"
+    return text

@@ -1,5 +1,5 @@
-"""The data tier and the alerts for `inkdeploy status`: Patroni, the sentinels and the alerts
-firing now, probed at once (read-only, 2 s per probe), beside the app tier's fleet read."""
+"""The data tier and the alerts for `inkdeploy status`: Patroni, etcd, the sentinels and the
+alerts firing now, probed at once (read-only, 2 s per probe), beside the app tier's fleet read."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from inkdeploy.inventory import Environment
+from inkdeploy.fleet import Fleet, WorkerUnit
+from inkdeploy.inventory import ConfigError, Environment
 from inkdeploy.ops.db import DbStatus, db_status
+from inkdeploy.ops.etcd import EtcdStatus, etcd_status
 from inkdeploy.ops.redis import RedisStatus, redis_status
+from inkdeploy.ops.workers import celery_host
 from inkdeploy.preflight import alert_tasks, run_probes
 
 IGNORED = {"Watchdog"}  # always firing on purpose (Alertmanager's dead man's switch)
@@ -33,6 +36,7 @@ class Alert:
 class DataTier:
     db: DbStatus
     redis: RedisStatus
+    etcd: EtcdStatus = field(default_factory=EtcdStatus)
     alerts: list[Alert] = field(default_factory=list)
     # why the alerts are not known ('' when they are, or when there is no monitoring host)
     alerts_unknown: str = ""
@@ -41,6 +45,7 @@ class DataTier:
         return {
             "db": self.db.to_dict(),
             "redis": self.redis.to_dict(),
+            "etcd": self.etcd.to_dict(),
             "alerts": [a.__dict__ for a in self.alerts],
             "alerts_unknown": self.alerts_unknown,
         }
@@ -79,9 +84,59 @@ def alerts_of(env: Environment, timeout_s: float) -> tuple[list[Alert], str]:
 
 
 def data_tier(env: Environment, timeout_s: float = 2.0) -> DataTier:
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="overview") as pool:
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="overview") as pool:
         db = pool.submit(db_status, env, timeout_s)
         redis = pool.submit(redis_status, env, timeout_s)
         alerts = pool.submit(alerts_of, env, timeout_s)
+        etcd = pool.submit(etcd_status, env, timeout_s)
         found, unknown = alerts.result()
-        return DataTier(db.result(), redis.result(), found, unknown)
+        return DataTier(db.result(), redis.result(), etcd.result(), found, unknown)
+
+
+def worker_lines(
+    fleet: Fleet, expected: dict[str, tuple[str, ...]] | None = None
+) -> list[tuple[str, str]]:
+    """(level, sentence) per Celery queue and problem, for status: which hosts consume each
+    queue with which release, where beat runs, and what is wrong (pure). EXPECTED: the queues
+    the inventory gives each worker host, for the hosts that did not answer."""
+    queues = {q: list(units) for q, units in fleet.queues.items()}
+    for host in fleet.workers_silent:
+        for queue in (expected or {}).get(host, ()):
+            queues.setdefault(queue, []).append(WorkerUnit(host, queue, "unreachable", None))
+    lines: list[tuple[str, str]] = []
+    for queue, units in sorted(queues.items()):
+        parts = []
+        for unit in units:
+            text = f"{unit.host} {unit.release or '-'} {unit.state}"
+            linked = fleet.workers.get(unit.host)
+            if unit.state == "active" and unit.release and linked and unit.release != linked:
+                text += f" (installed {linked}: restart pending)"
+            parts.append(text)
+        lines.append(("", f"Celery queue {queue}: {', '.join(parts)}"))
+        if not any(u.state == "active" for u in units):
+            lines.append((
+                "red",
+                f"Celery queue {queue} has no running worker: its tasks wait in the broker; "
+                f"see `journalctl -u {fleet.app}-celery-worker@{queue}` on "
+                f"{', '.join(u.host for u in units)}, then `inkdeploy workers restart --queue "
+                f"{queue}`.",
+            ))  # fmt: skip
+    for host, state in fleet.beat.items():
+        lines.append(("" if state == "active" else "red", f"Celery beat on {host}: {state}"))
+    for host in fleet.workers_silent:
+        lines.append((
+            "red",
+            f"Worker host {host} is unreachable: only the other worker hosts serve its queues.",
+        ))  # fmt: skip
+    return lines
+
+
+def expected_queues(env: Environment) -> dict[str, tuple[str, ...]]:
+    """The queues the inventory gives each worker host ({} for a host it cannot tell)."""
+    found = {}
+    for host in env.worker_hosts:
+        try:
+            found[host] = celery_host(env, host).queues
+        except ConfigError:
+            continue
+    return found

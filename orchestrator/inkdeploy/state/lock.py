@@ -256,9 +256,9 @@ class FleetLock:
             )
         return answers, silent
 
-    def query(self, history_lines: int = 200) -> dict[str, Any]:
+    def query(self, history_lines: int = 200, timeout_s: float = QUERY_TIMEOUT_S) -> dict[str, Any]:
         """The holder ({} when free) and the merged history."""
-        answers = self._each(self.args(state="query", history_lines=history_lines), QUERY_TIMEOUT_S)
+        answers = self._each(self.args(state="query", history_lines=history_lines), timeout_s)
         return {"holder": agreed_holder(answers), "history": merge_history(answers, history_lines),
                 "silent": dict(self.silent)}  # fmt: skip
 

@@ -9,6 +9,8 @@ short_description: Report the release, state and health of each app slot on a ho
 description:
   - Reads the slot links under ROOT/APP/slots, the systemd state of APP@SLOT, asks each running
     slot's health URL for its version, and lists the complete releases under ROOT/APP/releases.
+  - On a Celery host, lists the APP-celery-worker@QUEUE units with their state and the release
+    each running worker was started from, and the state of APP-celery-beat.
   - Changes nothing.
 options:
   app:
@@ -36,7 +38,8 @@ author: inkdeploy
 
 RETURN = r"""
 slots:
-  description: Per slot (blue, green, and celery when present) version, active, healthy.
+  description: Per slot (blue, green, and celery when present) version, active, healthy; the
+    celery entry also has workers (unit, queue, state, release) and beat (its unit state or null).
   type: dict
   returned: always
 releases:
@@ -47,6 +50,7 @@ releases:
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -71,6 +75,58 @@ def _active(unit):
         ["systemctl", "is-active", unit], capture_output=True, text=True, check=False
     )
     return proc.stdout.strip()
+
+
+_RELEASE_IN_PATH = re.compile(r"/releases/([^/]+)/")
+
+
+def _release_of(pid):
+    """The release a process was started from: its interpreter or script path under
+    ROOT/APP/releases/VERSION/ (the slot link is resolved when the process starts)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            argv = handle.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    for arg in argv:
+        match = _RELEASE_IN_PATH.search(arg)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _celery_units(app):
+    """Worker units (one per queue) with state and running release, and beat's state."""
+    prefix = "%s-celery-worker@" % app
+    beat = "%s-celery-beat.service" % app
+    listed = subprocess.run(
+        ["systemctl", "list-units", "--all", "--plain", "--no-legend", "--type=service",
+         prefix + "*", beat],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()
+    units = sorted(u for u in set(listed) if u.startswith(prefix) and u.endswith(".service"))
+    shown = {}
+    if units or beat in listed:
+        out = subprocess.run(
+            ["systemctl", "show", "--property=Id,ActiveState,MainPID"] + units + [beat],
+            capture_output=True, text=True, check=False,
+        ).stdout
+        for block in out.split("\n\n"):
+            fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            if fields.get("Id"):
+                shown[fields["Id"]] = fields
+    workers = []
+    for unit in units:
+        fields = shown.get(unit, {})
+        pid = int(fields.get("MainPID") or 0)
+        workers.append({
+            "unit": unit,
+            "queue": unit[len(prefix):-len(".service")],
+            "state": fields.get("ActiveState", "unknown"),
+            "release": _release_of(pid) if pid else None,
+        })
+    beat_state = shown.get(beat, {}).get("ActiveState") if beat in listed else None
+    return workers, beat_state
 
 
 def _health(port, path, host):
@@ -111,6 +167,7 @@ def run(params):
         entry = {"version": os.path.basename(target) if target else None}
         if slot == "celery":
             entry["active"] = None
+            entry["workers"], entry["beat"] = _celery_units(p["app"])
         else:
             state = _active("%s@%s.service" % (p["app"], slot))
             entry["active"] = state == "active"

@@ -1,5 +1,6 @@
 """On-call drills for `inkdeploy db` on the converged three-member cluster (synchronous mode):
 
+0. `db status` shows each replica's lag in bytes and seconds and etcd's health;
 1. switchover under a steady committer (bench/pg_failover.py's writer, the app's multi-host DSN):
    no acknowledged commit lost, the write outage printed;
 2. a refused switchover changes nothing;
@@ -75,6 +76,29 @@ def healthy(members: list[dict]) -> bool:
     )
 
 
+def test_db_status_shows_lag_in_seconds_and_etcd_health(cluster) -> None:
+    """Each replica's lag in bytes and seconds (0 s once it has replayed everything), and
+    etcd's three members healthy with one leader, read in one command within seconds."""
+    cluster.wait_for(healthy, 120)
+    with cluster.app_connect() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS lag_probe (at timestamptz DEFAULT now())")
+        conn.execute("INSERT INTO lag_probe DEFAULT VALUES")
+    deadline = time.monotonic() + 30
+    while True:
+        status = db("status")
+        replicas = [m for m in status["members"] if m["role"] not in LEADER_ROLES]
+        caught_up = all(m["lag_bytes"] == 0 and m["lag_seconds"] == 0 for m in replicas)
+        if caught_up or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(replicas) == 2 and caught_up, status["members"]
+    etcd = status["etcd"]
+    assert sorted(etcd["healthy"]) == sorted(cluster.addresses), etcd
+    assert etcd["leader"] in cluster.addresses and etcd["problems"] == [], etcd
+    print(f"\ndb status with lag in seconds and etcd: {status['seconds']:.2f} s inside the command")
+    assert status["seconds"] < 3
+
+
 def test_switchover_under_write_load_loses_no_acknowledged_commit(cluster) -> None:
     cluster.wait_for(healthy, 120)
     with cluster.app_connect() as conn:
@@ -136,6 +160,9 @@ def test_paused_cluster_fails_over_only_to_the_named_member(cluster) -> None:
         time.sleep(20)  # longer than Patroni's ttl: unpaused, a new leader would be running now
         status = db("status")
         assert status["paused"]
+        # the killed leader was an etcd member too: named, and the two others keep quorum
+        assert list(status["etcd"]["unreachable"]) == [leader], status["etcd"]
+        assert len(status["etcd"]["healthy"]) == 2 and status["etcd"]["problems"] == []
         assert not any(
             m["role"] in LEADER_ROLES and m["state"] == "running" and m["name"] != leader
             for m in status["members"]
