@@ -58,7 +58,8 @@ def lab(verb: str, host: str, name: str) -> None:
 
 
 def wait_back(inventory: Path, host: str, timeout_s: float = 240) -> float:
-    """Seconds until `inkdeploy status` names HOST nowhere as silent and sees no problem."""
+    """Seconds until `inkdeploy status` names HOST nowhere as silent, sees no problem and no
+    critical alert firing."""
     began = time.monotonic()
     while time.monotonic() - began < timeout_s:
         proc = subprocess.run([CLI, "status", "-i", str(inventory), "--json"],
@@ -72,6 +73,8 @@ def wait_back(inventory: Path, host: str, timeout_s: float = 240) -> float:
                 *seen["redis"]["unreachable"],
             ]  # fmt: skip
             problems = seen["db"]["problems"] + seen["etcd"]["problems"]
+            # the next rollout's pre-flight refuses while a critical alert fires (InstanceDown)
+            problems += [a for a in seen["alerts"] if a["severity"] == "critical"]
             if host not in silent and not problems and not seen["fleet"]["weights_disagree"]:
                 return time.monotonic() - began
         time.sleep(3)

@@ -179,19 +179,26 @@ def restore_steps(
     stop_others: bool = True,
 ) -> list[Step]:
     """Steps that bring the fleet back to TARGET: per host a slot that runs it (started again
-    if it was stopped, or the idle slot pointed at it; the release must still be installed),
+    if it was stopped, or the idle slot pointed at it; the release must still be installed; a
+    running one whose health probe failed is HTTP-checked before it gets traffic, not restarted),
     one weights reload, the Celery workers, then the slots of other releases stopped. Drained
     hosts are left as they are (left_out)."""
     fleet = fleet.without(left_out(fleet, base))
     base = base or base_weights(fleet)
     chosen: dict[str, str] = {}
     start: dict[str, str] = {}
+    check: dict[str, str] = {}  # running, but its health probe failed: checked, not restarted
     missing = []
     for host in fleet.hosts:
         ready = [s for s in SLOTS if fleet.slot(host, s).version == target]
         running = [s for s in ready if fleet.slot(host, s).active and fleet.slot(host, s).healthy]
+        unsure = [s for s in ready if fleet.slot(host, s).active]
         if running:
             chosen[host] = max(running, key=lambda s: fleet.slot(host, s).weight)
+        elif unsure:
+            # a slow answer (a dead database host first in the DSN costs its connect timeout)
+            # is no reason to restart it: the HTTP check waits for it, a restart would not
+            chosen[host] = check[host] = unsure[0]
         elif ready:
             chosen[host] = ready[0]
             start[host] = ready[0]
@@ -214,7 +221,9 @@ def restore_steps(
     if start:
         scrape = {h: sorted(set(fleet.scrape().get(h, [])) | {chosen[h]}) for h in fleet.hosts}
         steps.append(StartSlot(start, target, scrape))
-        steps.append(HttpCheck(start, target))
+    if start or check:
+        steps.append(HttpCheck({h: s for h, s in chosen.items() if h in start or h in check},
+                               target))  # fmt: skip
     weights = weights_for(chosen, base)
     if weights != fleet.weights or start or fleet.weights_disagree:
         steps.append(SetWeights(weights, f"all traffic back to {target}", 1.0))

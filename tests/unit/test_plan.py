@@ -3,6 +3,8 @@ prints is what the rollout does, so these pin the order of steps, the weights an
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from inkdeploy.config import Policy
@@ -177,6 +179,19 @@ def test_restore_starts_a_stopped_old_slot_first_and_stops_the_abandoned_one() -
     ]  # fmt: skip
     assert steps[0].slots == {"app1": "blue", "app2": "blue"}
     assert steps[5].slots == {"app1": "green", "app2": "green"}
+
+
+def test_restore_checks_a_running_old_slot_whose_probe_failed_instead_of_restarting_it() -> None:
+    """A dead database host first in the DSN makes a fresh connection wait for its connect
+    timeout, so the idle old slot's health probe fails while it runs fine: the rollback waits
+    for its health (the HTTP check retries) and switches, with no 20 s restart of a good slot."""
+    fleet = fleet_of(live="green", version="2.0.0", idle_version="1.0.0", idle_active=True)
+    app2 = fleet.slots["app2:blue"]
+    fleet = replace(fleet, slots={**fleet.slots, "app2:blue": replace(app2, healthy=False)})
+    steps = restore_steps(fleet, "1.0.0", stop_others=False)
+    assert kinds(steps) == ["keep_slot", "http_check", "set_weights", "record"]
+    assert steps[0].slots == {"app1": "blue", "app2": "blue"}
+    assert steps[1].slots == {"app2": "blue"} and steps[1].version == "1.0.0"
 
 
 def test_restore_refuses_a_release_that_is_not_installed() -> None:
