@@ -57,7 +57,9 @@ def lab(verb: str, host: str, name: str) -> None:
     subprocess.run([CLI, "lab", verb, "--lab", name, host], check=True, capture_output=True)
 
 
-def wait_back(inventory: Path, host: str, timeout_s: float = 240) -> float:
+def wait_back(
+    inventory: Path, host: str, timeout_s: float = 240, weights_may_differ: bool = False
+) -> float:
     """Seconds until `inkdeploy status` names HOST nowhere as silent, sees no problem and no
     critical alert firing."""
     began = time.monotonic()
@@ -75,7 +77,8 @@ def wait_back(inventory: Path, host: str, timeout_s: float = 240) -> float:
             problems = seen["db"]["problems"] + seen["etcd"]["problems"]
             # the next rollout's pre-flight refuses while a critical alert fires (InstanceDown)
             problems += [a for a in seen["alerts"] if a["severity"] == "critical"]
-            if host not in silent and not problems and not seen["fleet"]["weights_disagree"]:
+            differ = seen["fleet"]["weights_disagree"] and not weights_may_differ
+            if host not in silent and not problems and not differ:
                 return time.monotonic() - began
         time.sleep(3)
     sys.exit(f"{host} did not come back within {timeout_s:.0f} s; see `inkdeploy status`.")
@@ -124,6 +127,13 @@ def main() -> int:
         if rc != 0:
             sys.exit(f"run {run}: the rollback with {args.down} down failed ({rc}): {err[-400:]}")
         switched = float(result.get("traffic_switched_s") or float("nan"))
+        if args.down in env.groups.get("lb", []):
+            # it boots with the weights it had (on --to): set it like the others, as on-call would
+            wait_back(args.inventory, args.down, weights_may_differ=True)
+            rc, _, err, _ = run_cli("rollback", "-i", inv, "--to", args.from_version, "-m",
+                                    f"bench run {run}: {args.down} is back")  # fmt: skip
+            if rc != 0:
+                sys.exit(f"run {run}: rollback --to {args.from_version} failed: {err[-400:]}")
         back_s = wait_back(args.inventory, args.down)
         rows.append((switched, took, report))
         print(f"run {run}: traffic on {result.get('version', args.from_version)} after "
