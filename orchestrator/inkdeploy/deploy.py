@@ -188,6 +188,10 @@ class Session:
         if confs is None or lock is None or read is None:
             return None
         silent = [h for h, r in read.items() if isinstance(r, RemoteError) and r.unreachable]
+        # a rollback or drain (LBS_OK) goes on without a worker host that serves no traffic: its
+        # workers keep their release until it is back (Session.read_fleet: workers_silent)
+        spare = {h for h in silent if lbs_ok and h not in self.env.app_hosts}
+        silent = [h for h in silent if h not in spare]
         if silent and not tolerate_unreachable:
             # a slow answer under load is not a dead host: once more, with patience
             again = self.fast.slots(SLOTS_RETRY_TIMEOUT_S, hosts=tuple(silent))
@@ -204,7 +208,8 @@ class Session:
             serving = [
                 h
                 for h in errors
-                if h not in marked or any(w.get(f"{h}:{s}", 0) for w in weights for s in SLOTS)
+                if h not in spare
+                and (h not in marked or any(w.get(f"{h}:{s}", 0) for w in weights for s in SLOTS))
             ]
             if serving:
                 host = serving[0]
@@ -801,11 +806,16 @@ def rollback(
         target = rollback_target(rows, fleet, to)
         base = None
     current = fleet.current_version
-    plan = rollback_plan(fleet, target, current, tuple(session.env.worker_hosts), base)
+    workers = tuple(h for h in session.env.worker_hosts if h not in fleet.workers_silent)
+    plan = rollback_plan(fleet, target, current, workers, base)
     plan = replace(plan, notes=plan.notes + [
         f"Load balancer {lb} does not answer and keeps its old weights: take it out of DNS; "
         f"once it is back, `inkdeploy rollback --to {target}` sets it like the others."
         for lb in fleet.lb_unreachable
+    ] + [
+        f"Worker host {host} does not answer: its workers keep the release they had; once it is "
+        f"back, `inkdeploy rollback --to {target}` restarts them on {target}."
+        for host in fleet.workers_silent
     ])  # fmt: skip
     rollout_id = interrupted.rollout if interrupted else plan.rollout
     holder = holder_info(rollout_id, target, "rollback", message or "rollback")

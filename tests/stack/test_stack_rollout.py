@@ -312,9 +312,10 @@ def test_with_the_first_load_balancer_down_status_and_rollback_still_work(
     stack: Stack, releases: Releases, load: LoadGenerator
 ) -> None:
     """lb1 holds a third of the deploy lock and history (group deploy_lock: lb1, lb2, data1)
-    and half the traffic. Powered off after a blue-green rollout: status names it, rollback
-    moves lb2 back to the last good release under the majority's lock; once lb1 is back it
-    serves the old weights until `rollback --to` sets it like lb2."""
+    and half the traffic. Powered off after a blue-green rollout, together with the worker
+    host: status names both, rollback moves lb2 back to the last good release under the
+    majority's lock and leaves the dead worker host's workers for later; once both are back,
+    `rollback --to` sets lb1 like lb2 and restarts worker1's workers on the old release."""
     run = rollout(stack, releases, V2, "blue-green")
     no_failures(load.stop())
     assert run.rc == 0, run.stderr + json.dumps(run.of("step_failed"))
@@ -322,9 +323,11 @@ def test_with_the_first_load_balancer_down_status_and_rollback_still_work(
     on_lb2 = LoadGenerator(LoadConfig(f"https://{lb2}/", cacert=str(stack.cacert), rate=50,
                                       concurrency=4)).start()  # fmt: skip
     inkdeploy("lab", "kill", "--lab", LAB, "lb1")
+    inkdeploy("lab", "kill", "--lab", LAB, "worker1")
     try:
         seen = status(stack)
         assert seen["fleet"]["lb_unreachable"] == ["lb1"], seen["fleet"]
+        assert seen["fleet"]["workers_silent"] == ["worker1"], seen["fleet"]
         assert seen["fleet"]["lock_silent"] == ["lb1"] and seen["fleet"]["live_versions"] == {
             V2: 200
         }
@@ -335,6 +338,9 @@ def test_with_the_first_load_balancer_down_status_and_rollback_still_work(
         assert back.rc == 0, back.stderr + json.dumps(back.of("step_failed"))
         notes = " ".join(back.of("rollout_started")[0].get("notes", []))
         assert "Load balancer lb1 does not answer" in notes and f"rollback --to {V1}" in notes
+        assert "Worker host worker1 does not answer" in notes
+        kinds = [e["step"]["kind"] for e in back.of("step_started")]
+        assert "celery" not in kinds, f"the rollback restarted the dead host's workers: {kinds}"
         switched = back.result["traffic_switched_s"]
         print(f"rollback with lb1 down: lb2 on {V1} after {switched:.1f} s, command "
               f"{back.seconds:.1f} s; {report.requests} requests to lb2, "
@@ -346,13 +352,19 @@ def test_with_the_first_load_balancer_down_status_and_rollback_still_work(
         if on_lb2.running:
             on_lb2.stop()
         inkdeploy("lab", "start", "--lab", LAB, "lb1")
-    # lb1 is back with the weights it had: the fleet says so, and rollback --to repairs it
-    assert status(stack)["fleet"]["weights_disagree"], "lb1 came back with other weights"
-    fixed = cli(stack, "rollback", "--to", V1, "-m", "lb1 is back")
+        inkdeploy("lab", "start", "--lab", LAB, "worker1")
+    # lb1 is back with the weights it had, worker1's workers on the release they had: the fleet
+    # says so, and rollback --to repairs both
+    before = status(stack)["fleet"]
+    assert before["weights_disagree"], "lb1 came back with other weights"
+    assert before["workers"] == {"worker1": V2}, before["workers"]
+    fixed = cli(stack, "rollback", "--to", V1, "-m", "lb1 and worker1 are back")
     assert fixed.rc == 0, fixed.stderr + json.dumps(fixed.of("step_failed"))
+    assert any(e["step"]["kind"] == "celery" for e in fixed.of("step_started"))
     after = status(stack)["fleet"]
     assert after["weights_disagree"] == [] and after["lb_unreachable"] == []
     assert after["live_versions"] == {V1: 200}
+    assert after["queues"]["celery"][0]["release"] == V1, after["queues"]
 
 
 def other_slot(host: dict[str, Any]) -> str:

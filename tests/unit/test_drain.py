@@ -232,3 +232,36 @@ def test_status_shows_a_silent_host_without_asking_twice(tmp_path: Path) -> None
     fleet = session_with(fast, tmp_path).read_fleet(tolerate_unreachable=True)
     assert fleet.unreachable == ("app2",)
     assert len(fast.slot_reads) == 1
+
+
+class DeadWorkerFast(StubFast):
+    """Both app hosts serve; worker1 (a worker host only) does not answer."""
+
+    def slots(self, timeout_s: float = 15, hosts: tuple[str, ...] | None = None) -> dict:
+        self.slot_reads.append((timeout_s, hosts))
+        live = {"version": "1.0.0", "active": True, "healthy": True}
+        app = {"slots": {"blue": live, "green": {}}, "releases": ["1.0.0"]}
+        dead = RemoteError("worker1", "did not answer over SSH (timeout)", unreachable=True)
+        answers = {"app1": app, "app2": app, "worker1": dead}
+        return {h: answers[h] for h in (hosts or answers)}
+
+
+def test_a_dead_worker_host_stops_a_rollout_but_not_a_rollback(tmp_path: Path) -> None:
+    """A rollout would restart workers it cannot reach; a rollback moves traffic first and
+    leaves that host's workers as they are (its plan says so), without a patient second ask."""
+    env = Environment(tmp_path / "hosts.yml", "test",
+                      {"app": ["app1", "app2"], "lb": ["lb1"], "worker": ["worker1"]}, {},
+                      Policy())  # fmt: skip
+    fast = DeadWorkerFast(SERVING, [])
+
+    def session() -> Session:
+        runner = Runner(env.inventory)
+        lock = FleetLock(runner, "inkapp", fast=fast, hosts=("lb1",))  # type: ignore[arg-type]
+        return Session(env, runner, Journal(tmp_path), lock, fast=fast)  # type: ignore[arg-type]
+
+    with pytest.raises(InkdeployError, match="worker1: did not answer over SSH"):
+        session().read_fleet()
+    fast.slot_reads.clear()
+    fleet = session().read_fleet(lbs_may_be_down=True)
+    assert fleet.workers_silent == ("worker1",) and fleet.unreachable == ()
+    assert len(fast.slot_reads) == 1
