@@ -168,9 +168,8 @@ def test_status_lists_each_queue_with_its_workers_release_and_what_is_wrong() ->
              "worker2 2.0.0 active"),
         ("", "Celery queue mail: worker1 2.0.0 active, worker2 - failed"),
         ("", "Celery queue reports: worker3 - unreachable"),
-        ("red", "Celery queue reports has no running worker: its tasks wait in the broker; see "
-                "`journalctl -u inkapp-celery-worker@reports` on worker3, then `inkdeploy "
-                "workers restart --queue reports`."),
+        ("red", "Celery queue reports has no running worker: its tasks wait in the broker "
+                "until worker3 answers again."),
         ("", "Celery beat on worker1: active"),
         ("red", "Worker host worker3 is unreachable: only the other worker hosts serve its "
                 "queues."),
@@ -183,3 +182,21 @@ def test_the_inventory_names_the_queues_of_a_silent_worker_host() -> None:
     env = Environment(Path("/nonexistent/hosts.yml"), "test", {"worker": ["worker1", "worker2"]},
                       hostvars, Policy.model_validate({}))  # fmt: skip
     assert expected_queues(env) == {"worker1": ("celery", "mail"), "worker2": ("celery",)}
+
+
+def test_a_running_replica_the_leader_does_not_stream_to_is_a_problem() -> None:
+    """/cluster alone calls a replica whose data directory was wiped "running"; the leader's
+    own GET /patroni lists who streams from it (pg_stat_replication)."""
+    view = cluster("db1", leader("db1"), member("db2", "sync_standby", lag=0),
+                   member("db3", "replica", lag=0))  # fmt: skip
+    replication = [{"usename": "replicator", "application_name": "db2", "client_addr": "10.0.0.2",
+                    "state": "streaming", "sync_state": "sync", "sync_priority": 1}]  # fmt: skip
+    leader_own = Observation("db1", "db1:8008", 0.01, data={"role": "master", "state": "running",
+                             "xlog": {"location": 900}, "replication": replication})  # fmt: skip
+    status = summarize([view], [config("db1", True)], False, [leader_own])
+    assert status.problems == [
+        "Patroni calls replica db3 streaming, but the leader db1 lists no WAL stream to it "
+        "(pg_stat_replication); if that lasts more than a minute, `inkdeploy db reinit db3`."
+    ]
+    # without the leader's own answer nothing is claimed
+    assert summarize([view], [config("db1", True)], False, []).problems == []

@@ -106,6 +106,7 @@ def summarize(
     status.leader = next((m.name for m in status.members if m.role in LEADER_ROLES), None)
     status.sync_standbys = [m.name for m in status.members if m.role in SYNC_ROLES]
     status.synchronous_mode = sync_mode_of(configs, sync_mode_inventory)[0]
+    status.problems += _not_streaming(status, own.get(status.leader or ""))
     status.paused = any(
         isinstance(o.data, dict) and truthy(o.data.get("pause"))
         for o in clusters
@@ -126,6 +127,27 @@ def _member(m: dict[str, Any]) -> Member:
         lag_bytes=lag if isinstance(lag, int) and not isinstance(lag, bool) else None,
         nofailover=truthy((m.get("tags") or {}).get("nofailover")),
     )
+
+
+def _not_streaming(status: DbStatus, leader_own: dict[str, Any] | None) -> list[str]:
+    """Replicas Patroni calls running that the leader's pg_stat_replication (its GET /patroni)
+    does not list as streaming: a wiped or stuck replica looks healthy in /cluster alone."""
+    if not status.leader or not isinstance(leader_own, dict):
+        return []
+    streaming = {
+        str(r.get("application_name"))
+        for r in leader_own.get("replication") or []
+        if isinstance(r, dict) and r.get("state") == "streaming"
+    }
+    return [
+        f"Patroni calls replica {m.name} {m.state}, but the leader {status.leader} lists no WAL "
+        f"stream to it (pg_stat_replication); if that lasts more than a minute, "
+        f"`inkdeploy db reinit {m.name}`."
+        for m in status.members
+        if m.role not in LEADER_ROLES
+        and m.state in ("running", "streaming")
+        and m.name not in streaming
+    ]
 
 
 def _with_lag_seconds(member: Member, own: dict[str, Any] | None, now: float | None) -> Member:

@@ -114,13 +114,17 @@ def worker_lines(
             parts.append(text)
         lines.append(("", f"Celery queue {queue}: {', '.join(parts)}"))
         if not any(u.state == "active" for u in units):
-            lines.append((
-                "red",
-                f"Celery queue {queue} has no running worker: its tasks wait in the broker; "
-                f"see `journalctl -u {fleet.app}-celery-worker@{queue}` on "
-                f"{', '.join(u.host for u in units)}, then `inkdeploy workers restart --queue "
-                f"{queue}`.",
-            ))  # fmt: skip
+            hosts = ", ".join(u.host for u in units)
+            todo = (
+                f"until {hosts} {'answers' if len(units) == 1 else 'answer'} again"
+                if all(u.state == "unreachable" for u in units)
+                else f"see `journalctl -u {fleet.app}-celery-worker@{queue}` on {hosts}, then "
+                f"`inkdeploy workers restart --queue {queue}`"
+            )
+            said = (
+                f"Celery queue {queue} has no running worker: its tasks wait in the broker {todo}."
+            )
+            lines.append(("red", said))
     for host, state in fleet.beat.items():
         lines.append(("" if state == "active" else "red", f"Celery beat on {host}: {state}"))
     for host in fleet.workers_silent:
