@@ -285,6 +285,7 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
                     "lock": {"holder": holder, "stale": stale}, **data.to_dict(),
                     "seconds": round(time.monotonic() - began, 3)})  # fmt: skip
         return
+    no_lb = bool(fleet.lb_unreachable) and not fleet.lb_hosts  # no load balancer answered
     table = Table(title=f"{session.env.policy.app} on {session.env.name}")
     for column in ("host", "slot", "version", "unit", "health", "weight"):
         table.add_column(column)
@@ -296,13 +297,12 @@ def status_command(inventory: Inventory, json: Json = False) -> None:
             if host in fleet.unreachable:
                 unit, health = "[red]unreachable[/]", "?"
             weight = str(s.weight) + (" live" if s.serving else "")
-            if fleet.lb_unreachable and not fleet.lb_hosts:
-                weight = "?"  # no load balancer answered
+            if no_lb:
+                weight = "?"
             elif host in fleet.drained:
                 weight += " (drained)"
             table.add_row(host, slot, s.version or "-", unit, health, weight)
     out.print(table)
-    no_lb = bool(fleet.lb_unreachable) and not fleet.lb_hosts
     out.print(f"Live: {'unknown' if no_lb else fleet.live_versions or 'nothing'}")
     for level, line in worker_lines(fleet, expected_queues(session.env)):
         out.print(f"[{level}]{escape(line)}[/]" if level else escape(line), highlight=False)

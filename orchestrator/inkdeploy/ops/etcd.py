@@ -9,6 +9,7 @@ id, the leader's id and the raft term, through the gRPC gateway). ``summarize`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +136,7 @@ def probe_tasks(env: Environment, timeout_s: float) -> list[Task]:
     return tasks
 
 
-def _health_call(base: str, timeout_s: float) -> Any:
+def _health_call(base: str, timeout_s: float) -> Callable[[], Any]:
     def call() -> Any:
         # 503 carries the same JSON with health "false" and a reason: an answer, not an error
         response = httpx.get(base + "/health", timeout=timeout_s)
@@ -146,7 +147,7 @@ def _health_call(base: str, timeout_s: float) -> Any:
     return call
 
 
-def _status_call(base: str, timeout_s: float) -> Any:
+def _status_call(base: str, timeout_s: float) -> Callable[[], Any]:
     def call() -> Any:
         response = httpx.post(base + "/v3/maintenance/status", json={}, timeout=timeout_s)
         response.raise_for_status()
