@@ -29,7 +29,10 @@ KNOWN_GROUPS: tuple[str, ...] = (
     "monitoring",
     "logging",
     "deploy_lock",
+    "backup",
 )
+# Groups a topology may leave empty: the trio has no room for a backup repository host.
+OPTIONAL_GROUPS: frozenset[str] = frozenset({"backup"})
 
 HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 # First host address inside a lab subnet; .1 is the controller's bridge (gateway) address.
