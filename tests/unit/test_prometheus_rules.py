@@ -34,7 +34,9 @@ ALERTS = {
     "Watchdog", "InstanceDown", "AppSlotDown", "DiskFilling", "PostgresDown",
     "PostgresReplicationLag", "PostgresPrimaryChanged", "RedisDown", "SentinelMasterChanged",
     "LoadBalancer5xxRatioHigh", "AppErrorRatioHigh", "AppLatencyHigh", "CeleryQueueBacklog",
-    "CeleryWorkerMissing", "CeleryBeatMissing",
+    "CeleryWorkerMissing", "CeleryBeatMissing", "PostgresWalArchiveStalled",
+    "PostgresWalArchiveFailing", "PostgresBackupTooOld", "PostgresBackupMissing",
+    "PostgresBackupRepoError", "PostgresBackupMetricsStale",
 }  # fmt: skip
 
 
