@@ -13,6 +13,7 @@ from inkdeploy.deploy_cli import register
 from inkdeploy.inventory import use_vault_password_file
 from inkdeploy.lab.cli import lab_app
 from inkdeploy.ops import db_cli  # noqa: F401  (registers the db commands on db_app)
+from inkdeploy.ops.backup_cli import backup_app, restore_command
 from inkdeploy.ops.cli import (
     db_app,
     drain_command,
@@ -51,9 +52,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(redis_app, name="redis")
 app.add_typer(workers_app, name="workers")
 app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(backup_app, name="backup")
 app.command("build")(build_command)
 app.command("drain")(drain_command)
 app.command("undrain")(undrain_command)
+app.command("restore")(friendly(restore_command))
 register(app)
 
 
