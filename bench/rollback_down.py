@@ -72,7 +72,7 @@ def wait_back(
                 *seen["fleet"]["unreachable"], *seen["fleet"]["lb_unreachable"],
                 *seen["fleet"]["lock_silent"], *seen["fleet"]["workers_silent"],
                 *seen["db"]["unreachable"], *seen["etcd"]["unreachable"],
-                *seen["redis"]["unreachable"],
+                *seen["redis"]["unreachable"], *(seen.get("backup") or {}).get("unreachable", {}),
             ]  # fmt: skip
             problems = seen["db"]["problems"] + seen["etcd"]["problems"]
             # the next rollout's pre-flight refuses while a critical alert fires (InstanceDown)

@@ -63,6 +63,7 @@ def named(seen: dict[str, Any], host: str, address: str) -> list[str]:
             ("patroni", seen["db"].get("unreachable")),
             ("etcd", seen["etcd"].get("unreachable")),
             ("sentinel", seen["redis"].get("unreachable")),
+            ("backup repository", (seen.get("backup") or {}).get("unreachable")),
         )
         if host in (hosts or ())
     ]

@@ -358,10 +358,16 @@ def print_data_tier(data: DataTier) -> None:
         replicas = ", ".join(f"{r.host or r.address} link {r.link}" for r in redis.replicas)
         out.print(escape(f"Redis: master {redis.master_host or redis.master or 'none agreed'}"
                          f"; replicas: {replicas or 'none'}"), highlight=False)  # fmt: skip
-    silent = {**data.etcd.unreachable, **db.unreachable, **redis.unreachable}
+    backup = data.backup
+    if backup is not None:
+        out.print(escape(backup.describe(time.time())), highlight=False)
+    silent = {**data.etcd.unreachable, **db.unreachable, **redis.unreachable,
+              **(backup.unreachable if backup else {})}  # fmt: skip
     for host, why in silent.items():
         out.print(f"[yellow]{escape(host)} did not answer: {escape(why)}[/]", highlight=False)
-    for problem in db.problems + data.etcd.problems + redis.problems:
+    for problem in (
+        db.problems + data.etcd.problems + redis.problems + (backup.problems if backup else [])
+    ):
         out.print(f"[red]{escape(problem)}[/]", highlight=False)
     if data.alerts_unknown:
         out.print(f"[yellow]Alerts unknown: {escape(data.alerts_unknown)}[/]", highlight=False)

@@ -37,6 +37,10 @@ def test_site_yml_leaves_a_full_backup_archiving_and_metrics(stack: Stack) -> No
     checked = _json("backup", "check", "-i", inv)
     assert checked["ok"], checked["problems"]
     assert checked["newest_age_s"] < 24 * 3600
+    status = _json("status", "-i", inv)["backup"]  # `inkdeploy status` shows it too
+    fulls = [b["label"] for b in listed["backups"] if b["type"] == "full" and not b["error"]]
+    assert status["newest"]["full"]["label"] == fulls[-1]
+    assert status["unreachable"] == {} and status["problems"] == []
     # the repository host's metrics timer and the db host's archive query reach the exporters
     node = _metrics(inventory_address(stack.inventory, "backup1"), 9100)
     assert 'pgbackrest_info_success{stanza="inkdeploy"} 1' in node

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from inkdeploy.ops.backup import BackupError, parse_info, parse_target, plan_restore, stamp
+from inkdeploy.ops.backup_run import BackupOverview
 
 T0 = datetime(2026, 12, 6, 20, 0, 0, tzinfo=UTC).timestamp()
 
@@ -126,3 +127,14 @@ def test_no_backup_or_no_member_refuses_before_anything_changes():
     repo = parse_info(INFO, "inkdeploy")
     with pytest.raises(BackupError, match=r"No db host answered over SSH .*bring one up first"):
         plan_restore(repo, None, ["db1"], {"db1": "refused"}, None, "backup1")
+
+
+def test_status_line_names_the_newest_backup_of_each_type_and_a_silent_repository():
+    repo = parse_info(INFO, "inkdeploy")
+    seen = BackupOverview("backup1", "inkdeploy", "ok", {s.type: s for s in repo.good}, "0000000A")
+    assert seen.describe(T0 + 610 + 1800) == (
+        "Backups on backup1: newest diff 0.5 h ago, full 0.7 h ago; WAL archived up to 0000000A"
+    )
+    assert seen.to_dict()["newest"]["full"]["label"] == "20261206-200000F"
+    silent = BackupOverview("backup1", unreachable={"backup1": "did not answer over SSH"})
+    assert silent.describe(T0) == "Backups: the repository host backup1 did not answer"

@@ -175,3 +175,76 @@ def check(env: Environment, max_age_h: float = 26.0) -> CheckResult:
     return CheckResult(
         at.repo_host, not problems, time.monotonic() - began, problems, newest, age, repo
     )
+
+
+@dataclass
+class BackupOverview:
+    """The repository as `inkdeploy status` shows it: newest good backup per type, its age."""
+
+    repo_host: str
+    stanza: str = ""
+    status: str = ""
+    newest: dict[str, BackupSet] = field(default_factory=dict)  # type -> newest good backup
+    wal_max: str | None = None
+    unreachable: dict[str, str] = field(default_factory=dict)  # the repository host -> why
+    problems: list[str] = field(default_factory=list)
+
+    def describe(self, now: float) -> str:
+        if self.unreachable:
+            return f"Backups: the repository host {self.repo_host} did not answer"
+        kinds = [
+            f"{kind} {(now - s.stop) / 3600:.1f} h ago"
+            for kind, s in sorted(self.newest.items(), key=lambda kv: -kv[1].stop)
+        ]
+        return (
+            f"Backups on {self.repo_host}: newest {', '.join(kinds) or 'none'}; "
+            f"WAL archived up to {self.wal_max or 'none'}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repo_host": self.repo_host,
+            "stanza": self.stanza,
+            "status": self.status,
+            "newest": {kind: s.to_dict() for kind, s in self.newest.items()},
+            "wal_max": self.wal_max,
+            "unreachable": self.unreachable,
+            "problems": self.problems,
+        }
+
+
+def overview(env: Environment, timeout_s: float, max_age_h: float = 26.0) -> BackupOverview | None:
+    """None without a backup group; never raises (status shows what it could read)."""
+    try:
+        at = where(env)
+    except BackupError:
+        return None
+    seen = BackupOverview(at.repo_host, at.stanza)
+    remote = Remote(env.hostvars)
+    if not remote.usable([at.repo_host]):
+        seen.unreachable[at.repo_host] = "its connection settings need Ansible"
+        return seen
+    reply = remote.command(at.repo_host, at.argv("--output=json", "info"), timeout_s=timeout_s)
+    if reply.unreachable:
+        seen.unreachable[at.repo_host] = reply.problem()
+        return seen
+    if reply.rc != 0:
+        seen.problems.append(f"pgbackrest info failed on {at.repo_host}: {reply.problem()}.")
+        return seen
+    try:
+        repo = parse_info(reply.stdout, at.stanza)
+    except BackupError as exc:
+        seen.problems.append(exc.message)
+        return seen
+    seen.status, seen.wal_max = repo.status, repo.wal_max
+    for backup in repo.good:
+        seen.newest[backup.type] = backup  # good is oldest first: the last one of a type wins
+    if repo.status_code != 0:
+        seen.problems.append(f"The backup repository's status is: {repo.status}.")
+    newest = repo.newest
+    if newest and time.time() - newest.stop > max_age_h * 3600:
+        seen.problems.append(
+            f"The newest good backup is {(time.time() - newest.stop) / 3600:.0f} h old "
+            "(`inkdeploy backup check`)."
+        )
+    return seen

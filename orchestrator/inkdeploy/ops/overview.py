@@ -1,5 +1,6 @@
-"""The data tier and the alerts for `inkdeploy status`: Patroni, etcd, the sentinels and the
-alerts firing now, probed at once (read-only, 2 s per probe), beside the app tier's fleet read."""
+"""The data tier and the alerts for `inkdeploy status`: Patroni, etcd, the sentinels, the backup
+repository and the alerts firing now, probed at once (read-only, 2 s per probe), beside the app
+tier's fleet read."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 from inkdeploy.fleet import Fleet, WorkerUnit
 from inkdeploy.inventory import ConfigError, Environment
+from inkdeploy.ops.backup_run import BackupOverview
+from inkdeploy.ops.backup_run import overview as backup_overview
 from inkdeploy.ops.db import DbStatus, db_status
 from inkdeploy.ops.etcd import EtcdStatus, etcd_status
 from inkdeploy.ops.redis import RedisStatus, redis_status
@@ -40,6 +43,7 @@ class DataTier:
     alerts: list[Alert] = field(default_factory=list)
     # why the alerts are not known ('' when they are, or when there is no monitoring host)
     alerts_unknown: str = ""
+    backup: BackupOverview | None = None  # None: no backup group in the inventory
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +52,7 @@ class DataTier:
             "etcd": self.etcd.to_dict(),
             "alerts": [a.__dict__ for a in self.alerts],
             "alerts_unknown": self.alerts_unknown,
+            "backup": self.backup.to_dict() if self.backup else None,
         }
 
 
@@ -84,13 +89,15 @@ def alerts_of(env: Environment, timeout_s: float) -> tuple[list[Alert], str]:
 
 
 def data_tier(env: Environment, timeout_s: float = 2.0) -> DataTier:
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="overview") as pool:
+    with ThreadPoolExecutor(max_workers=5, thread_name_prefix="overview") as pool:
         db = pool.submit(db_status, env, timeout_s)
         redis = pool.submit(redis_status, env, timeout_s)
         alerts = pool.submit(alerts_of, env, timeout_s)
         etcd = pool.submit(etcd_status, env, timeout_s)
+        # pgbackrest info is one SSH command on the repository host (its connect: 2 s)
+        backup = pool.submit(backup_overview, env, timeout_s + 1.5)
         found, unknown = alerts.result()
-        return DataTier(db.result(), redis.result(), etcd.result(), found, unknown)
+        return DataTier(db.result(), redis.result(), etcd.result(), found, unknown, backup.result())
 
 
 def worker_lines(
