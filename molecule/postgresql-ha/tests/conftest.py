@@ -117,6 +117,24 @@ class Cluster:
         return self.host(member).check_output(command)
 
 
+class Committer:
+    """The target of bench/pg_failover.py's writer: the app's multi-host read-write DSN with
+    short client timeouts, so a dead or demoted primary is noticed in seconds."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.dsn = cluster.dsn(connect_timeout="2", keepalives_idle="1", keepalives_interval="1",
+                               keepalives_count="2", tcp_user_timeout="2000")  # fmt: skip
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, password=self.cluster.app_password, autocommit=True)
+
+
+@pytest.fixture
+def committer(cluster: Cluster) -> Committer:
+    return Committer(cluster)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     inventory = yaml.safe_load(INVENTORY.read_text())

@@ -50,20 +50,6 @@ def all_running(members: list[dict]) -> bool:
     return len(leaders) == 1 and len(running) == 3
 
 
-class Committer:
-    """The bench writer's target: the app's multi-host read-write DSN, short timeouts."""
-
-    def __init__(self, cluster) -> None:
-        self.cluster = cluster
-        self.dsn = cluster.dsn(connect_timeout="2", keepalives_idle="1", keepalives_interval="1",
-                               keepalives_count="2", tcp_user_timeout="2000")  # fmt: skip
-
-    def connect(self):
-        import psycopg
-
-        return psycopg.connect(self.dsn, password=self.cluster.app_password, autocommit=True)
-
-
 def test_the_role_made_a_stanza_and_a_first_full_backup_from_a_replica(cluster) -> None:
     listed = inkdeploy("backup", "list")
     assert listed["status"] == "ok" and listed["repo_host"] == "backup1"
@@ -79,7 +65,7 @@ def test_the_role_made_a_stanza_and_a_first_full_backup_from_a_replica(cluster) 
 
 
 def test_a_failover_while_archiving_loses_nothing_and_restore_latest_brings_it_all_back(
-    cluster,
+    cluster, committer
 ) -> None:
     cluster.wait_for(all_running, 180)
     with cluster.app_connect() as conn:
@@ -88,7 +74,7 @@ def test_a_failover_while_archiving_loses_nothing_and_restore_latest_brings_it_a
             " (run int, seq int, at timestamptz DEFAULT now(), PRIMARY KEY (run, seq))"
         )
         conn.execute("DELETE FROM bench_failover WHERE run = %s", (RUN,))
-    writer = Writer(Committer(cluster), run=RUN, rate=50)
+    writer = Writer(committer, run=RUN, rate=50)
     thread = threading.Thread(target=writer.loop, daemon=True)
     thread.start()
     old = cluster.primary()

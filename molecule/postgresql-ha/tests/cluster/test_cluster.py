@@ -3,6 +3,9 @@
 import psycopg
 import pytest
 
+# the members only: the scenario's backup1 runs no PostgreSQL, etcd or Patroni
+testinfra_hosts = ["ansible://db"]
+
 # Never checked: pg_hba.conf rejects the superuser over the network before any password.
 WRONG = "not-the-password"
 SAFE_METHODS = {"scram-sha-256", "peer", "reject"}

@@ -51,21 +51,6 @@ def db(*args: str) -> dict:
     return json.loads(inkdeploy("db", *args, "-i", INVENTORY, "--json").stdout)
 
 
-class Committer:
-    """The bench writer's target: connects through the multi-host read-write DSN."""
-
-    def __init__(self, cluster) -> None:
-        self.cluster = cluster
-        # bench/pg_failover.py's client timeouts: a dead peer is noticed in seconds
-        self.dsn = cluster.dsn(connect_timeout="2", keepalives_idle="1", keepalives_interval="1",
-                               keepalives_count="2", tcp_user_timeout="2000")  # fmt: skip
-
-    def connect(self):
-        import psycopg
-
-        return psycopg.connect(self.dsn, password=self.cluster.app_password, autocommit=True)
-
-
 def healthy(members: list[dict]) -> bool:
     leaders = [m for m in members if m["role"] in LEADER_ROLES and m["state"] == "running"]
     running = [m for m in members if m["state"] in ("running", "streaming")]
@@ -99,14 +84,14 @@ def test_db_status_shows_lag_in_seconds_and_etcd_health(cluster) -> None:
     assert status["seconds"] < 3
 
 
-def test_switchover_under_write_load_loses_no_acknowledged_commit(cluster) -> None:
+def test_switchover_under_write_load_loses_no_acknowledged_commit(cluster, committer) -> None:
     cluster.wait_for(healthy, 120)
     with cluster.app_connect() as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS bench_failover"
             " (run int, seq int, at timestamptz DEFAULT now(), PRIMARY KEY (run, seq))"
         )
-    writer = Writer(Committer(cluster), run=101, rate=50)
+    writer = Writer(committer, run=101, rate=50)
     thread = threading.Thread(target=writer.loop, daemon=True)
     thread.start()
     time.sleep(3)
