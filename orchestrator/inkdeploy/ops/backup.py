@@ -182,8 +182,8 @@ class RestorePlan:
     @property
     def steps(self) -> list[str]:
         steps = [
-            f"pgbackrest check on {self.repo_host} (when the leader answers): the leader's "
-            "current WAL reaches the archive before anything stops",
+            f"pgbackrest check on {self.leader_before} (when it answers): the leader's current "
+            "WAL reaches the archive before anything stops",
             f"stop Patroni (and PostgreSQL) on {', '.join([*self.recreate, self.restore_on])}",
             "remove the cluster's state from etcd (patronictl remove)",
             f"on {self.restore_on}: pgbackrest restore {' '.join(self.pgbackrest_args)}",
@@ -198,7 +198,7 @@ class RestorePlan:
             )
         steps += [
             "check that the app answers with the database (GET /healthz on its serving slots)",
-            f"pgbackrest check on {self.repo_host} (WAL of the new timeline reaches the archive)",
+            f"pgbackrest check on {self.restore_on} (WAL of the new timeline reaches the archive)",
         ]
         return steps
 

@@ -13,8 +13,9 @@ from typing import Any
 
 from inkdeploy.inventory import Environment
 from inkdeploy.ops.backup import BackupError, BackupSet, Repo, parse_info
+from inkdeploy.ops.db import db_status
 from inkdeploy.preflight import hostvar
-from inkdeploy.remote import Remote
+from inkdeploy.remote import Remote, Reply
 
 
 @dataclass(frozen=True)
@@ -148,18 +149,27 @@ class CheckResult:
         }
 
 
+def archive_check(env: Environment, at: Where, leader: str | None, remote: Remote) -> Reply:
+    """`pgbackrest check` where it proves archiving: on the leader, which switches a WAL
+    segment and waits for it in the repository. Run on the repository host instead, pgBackRest
+    2.45 fails when any db host does not answer over SSH, so it runs there only when no leader
+    is known."""
+    host = leader if leader and remote.usable([leader]) else at.repo_host
+    return remote.command(host, at.argv("check"), timeout_s=180)
+
+
 def check(env: Environment, max_age_h: float = 26.0) -> CheckResult:
     """`pgbackrest check` (a WAL switch on the primary reaches the repository), the stanza's
     status and the age of the newest good backup."""
     began = time.monotonic()
     at, repo = read_repo(env)
     remote = Remote(env.hostvars)
-    reply = remote.command(at.repo_host, at.argv("check"), timeout_s=180)
+    reply = archive_check(env, at, db_status(env).leader, remote)
     problems: list[str] = []
     if reply.rc != 0:
         problems.append(
-            f"pgbackrest check failed: {_last_line(reply.stderr + reply.stdout)} "
-            "(WAL does not reach the repository: see docs/backup.md, 'Archiving fails')."
+            f"pgbackrest check on {reply.host} failed: {_last_line(reply.stderr + reply.stdout)} "
+            "(WAL does not reach the repository: see docs/backup.md, 'Monitoring')."
         )
     if repo.status_code != 0:
         problems.append(f"The stanza's status is: {repo.status}.")

@@ -27,7 +27,7 @@ from inkdeploy.fleet import SLOT_PORTS
 from inkdeploy.gates.http import check_http
 from inkdeploy.inventory import Environment
 from inkdeploy.ops.backup import BackupError, RestorePlan, parse_target, plan_restore
-from inkdeploy.ops.backup_run import Where, read_repo
+from inkdeploy.ops.backup_run import archive_check, read_repo, where
 from inkdeploy.ops.db import DbStatus, db_status
 from inkdeploy.ops.held import held
 from inkdeploy.preflight import LEADER_ROLES, hostvar
@@ -171,7 +171,7 @@ def _run(
     progress: Callable[[str], None],
 ) -> None:
     remote = Remote(env.hostvars)
-    at = Where(plan.repo_host, plan.stanza, "postgres")
+    at = where(env)
     scope = str(hostvar(env, plan.restore_on, "patroni_scope") or plan.stanza)
     paths = {h: _paths(env, h) for h in (plan.restore_on, *plan.recreate)}
     main = paths[plan.restore_on]
@@ -201,14 +201,14 @@ def _run(
     # 0. The WAL written up to now reaches the archive (a segment switch on the leader, waited
     #    for): a target seconds ago, or --latest, may still be in the leader's current segment.
     if plan.leader_before and plan.leader_before not in plan.down:
-        progress(f"archiving the leader's current WAL (pgbackrest check on {plan.repo_host})")
+        progress(f"archiving the leader's current WAL (pgbackrest check on {plan.leader_before})")
         started = time.monotonic()
-        check = remote.command(plan.repo_host, at.argv("check"), timeout_s=180)
-        result.steps.append({"step": "archive the current WAL", "host": plan.repo_host,
+        check = archive_check(env, at, plan.leader_before, remote)
+        result.steps.append({"step": "archive the current WAL", "host": check.host,
                              "seconds": round(time.monotonic() - started, 2)})  # fmt: skip
         if check.rc != 0:
             raise RestoreFailed(
-                f"pgbackrest check failed on {plan.repo_host} ({check.problem()}), so the "
+                f"pgbackrest check failed on {check.host} ({check.problem()}), so the "
                 "archive may not reach the target; nothing was changed. Fix archiving first "
                 "(`inkdeploy backup check`, docs/backup.md)."
             )
@@ -260,8 +260,8 @@ def _run(
     result.leader_after = status.leader
     result.replicas = [h for h in plan.recreate if _streaming(status, (h,))]
     # 8. WAL of the new timeline reaches the repository.
-    progress(f"pgbackrest check on {plan.repo_host}")
-    check = remote.command(plan.repo_host, at.argv("check"), timeout_s=180)
+    progress(f"pgbackrest check on {plan.restore_on}")
+    check = archive_check(env, at, plan.restore_on, remote)
     if check.rc != 0:
         result.problems.append(
             f"pgbackrest check failed after the restore: {check.problem()}; WAL is not archived "
