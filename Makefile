@@ -22,7 +22,7 @@ help:
 	@echo "make test      install what is needed, then lint, unit, lab and Molecule tests"
 	@echo "make lab-down  remove the demo lab: hosts, mounts, links, bridge, files"
 	@echo "make bench     run the benchmarks under bench/"
-	@echo "make bench-oncall  on the demo lab: status with one host down per tier, drain medians"
+	@echo "make bench-oncall  on the demo lab: status with one host down per tier, drain medians, restore drill"
 
 deps: apt venv tools
 
@@ -119,10 +119,12 @@ bench: deps
 	$(BIN)/python bench/web_tier.py
 
 # On the demo lab (`make demo` first): `inkdeploy status` healthy and with one host of each tier
-# down, then drain/undrain under load; medians over 5 runs each.
+# down, then drain/undrain under load; medians over 5 runs each; then the point-in-time restore
+# drill (pgbench scale 20, 3 runs).
 bench-oncall: deps
 	$(BIN)/python bench/status.py
 	$(BIN)/python bench/drain.py
+	$(BIN)/python bench/restore.py
 
 # The demo app as a release artifact: make artifact VERSION=1.2.3
 VERSION ?= 1.0.0

@@ -71,6 +71,8 @@ def main() -> None:
             + (f"; PROBLEMS: {'; '.join(problems)}" if problems else ""),
             flush=True,
         )
+        steps = report.restore["steps"]
+        print("  steps: " + ", ".join(f"{s['step']} {s['seconds']}" for s in steps), flush=True)
         if problems:
             sys.exit(1)
         reports.append(report)
