@@ -61,7 +61,7 @@ def get(
 def test_site_yml_converges_the_whole_stack(stack: Stack) -> None:
     run = stack.first_run
     assert run.rc == 0, run.tail()
-    assert set(run.recap) == {"lb1", "lb2", "app1", "app2", "worker1", "data1"}
+    assert set(run.recap) == {"lb1", "lb2", "app1", "app2", "worker1", "data1", "backup1"}
     assert not run.failed_hosts
 
 
