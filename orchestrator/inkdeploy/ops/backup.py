@@ -182,8 +182,10 @@ class RestorePlan:
     @property
     def steps(self) -> list[str]:
         steps = [
-            f"pgbackrest check on {self.leader_before} (when it answers): the leader's current "
-            "WAL reaches the archive before anything stops",
+            f"pgbackrest check on {self.leader_before}: the leader's current WAL reaches the "
+            "archive before anything stops"
+            if self.leader_before and self.leader_before not in self.down
+            else "no leader answers: nothing to archive first (the archive ends where it ends)",
             f"stop Patroni (and PostgreSQL) on {', '.join([*self.recreate, self.restore_on])}",
             "remove the cluster's state from etcd (patronictl remove)",
             f"on {self.restore_on}: pgbackrest restore {' '.join(self.pgbackrest_args)}",

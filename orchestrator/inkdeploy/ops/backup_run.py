@@ -1,8 +1,9 @@
-"""`inkdeploy backup now | list | check`: pgBackRest on the repository host, over the SSH fast path.
+"""`inkdeploy backup now | list | check`: pgBackRest over the SSH fast path.
 
-The repository host (first host of group backup) runs every command as the repository's OS user;
-a backup runs through its systemd unit (pgbackrest-backup@TYPE.service, role pgbackrest), the
-same one the timers start, so it is logged in the journal and refreshes the metrics.
+`info` and backups run on the repository host (first host of group backup) as the repository's
+OS user; a backup runs through its systemd unit (pgbackrest-backup@TYPE.service, role
+pgbackrest), the same one the timers start, so it is logged in the journal and refreshes the
+metrics. `check` runs on the leader (archive_check).
 """
 
 from __future__ import annotations
