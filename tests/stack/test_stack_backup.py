@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import pytest
 
@@ -24,9 +23,12 @@ def _json(*args: str, timeout: float = 600) -> dict:
     return json.loads(proc.stdout)
 
 
-def _metrics(address: str, port: int) -> str:
-    with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=10) as response:
-        return response.read().decode()
+def _metrics(stack: Stack, host: str, port: int) -> str:
+    """HOST's exporter on PORT, scraped from the monitoring host: the firewall admits only it."""
+    url = f"http://{inventory_address(stack.inventory, host)}:{port}/metrics"
+    proc = stack.on("data1", "curl", "-sSf", "--max-time", "10", url)  # data1: group monitoring
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def test_site_yml_leaves_a_full_backup_archiving_and_metrics(stack: Stack) -> None:
@@ -42,13 +44,13 @@ def test_site_yml_leaves_a_full_backup_archiving_and_metrics(stack: Stack) -> No
     assert status["newest"]["full"]["label"] == fulls[-1]
     assert status["unreachable"] == {} and status["problems"] == []
     # the repository host's metrics timer and the db host's archive query reach the exporters
-    node = _metrics(inventory_address(stack.inventory, "backup1"), 9100)
+    node = _metrics(stack, "backup1", 9100)
     assert 'pgbackrest_info_success{stanza="inkdeploy"} 1' in node
     assert (
         'pgbackrest_backup_last_completion_timestamp_seconds{stanza="inkdeploy",type="full"}'
         in node
     )
-    postgres = _metrics(inventory_address(stack.inventory, "data1"), 9187)
+    postgres = _metrics(stack, "data1", 9187)
     assert "pg_archive_ready_files" in postgres and "pg_archive_archived_count" in postgres
     # WAL goes to the repository: archive_mode on through Patroni's cluster-wide settings
     settings = "select current_setting('archive_mode'), current_setting('archive_command')"

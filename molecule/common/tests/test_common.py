@@ -39,6 +39,8 @@ def _settings(variables):
     settings.update({k: v for k, v in variables.items() if k.startswith("common_")})
     settings.update(CONVERGE_VARS)
     settings["group_names"] = variables.get("group_names", [])
+    if settings["common_firewall_ssh_sources"] == "{{ common_firewall_admin_sources }}":
+        settings["common_firewall_ssh_sources"] = settings["common_firewall_admin_sources"]
     return settings
 
 
@@ -54,13 +56,32 @@ def settings(host):
     return _settings_for(host.backend.host, host.backend.ansible_inventory)
 
 
-def _entries(conf):
-    """Port entries this host should admit: (proto, port, sources) tuples."""
+def _port(conf, entry):
+    port = str(entry["port"])
+    return str(conf["common_ssh_port"]) if "common_ssh_port" in port else port
+
+
+def _raw_entries(conf):
     raw = []
     for group in conf["group_names"]:
         raw += conf["common_firewall_group_ports"].get(group, [])
-    raw += conf["common_firewall_all_hosts_ports"] + conf["common_firewall_extra_ports"]
-    return {(e.get("proto", "tcp"), str(e["port"]), tuple(e.get("sources") or ())) for e in raw}
+    return raw + conf["common_firewall_all_hosts_ports"] + conf["common_firewall_extra_ports"]
+
+
+def _entries(conf):
+    """Port entries this host should admit: (proto, port, sources) tuples, where sources names
+    every restriction (CIDRs, source groups, "admin") and is empty only for "from anywhere"."""
+    raw = _raw_entries(conf)
+    return {
+        (
+            e.get("proto", "tcp"),
+            _port(conf, e),
+            tuple(e.get("sources") or ())
+            + tuple(e.get("source_groups") or ())
+            + (("admin",) if e.get("admin") else ()),
+        )
+        for e in raw
+    }
 
 
 def _other_group_ports(conf):
@@ -70,7 +91,7 @@ def _other_group_ports(conf):
     others = set()
     for group, entries in conf["common_firewall_group_ports"].items():
         if group not in conf["group_names"]:
-            others |= {(e.get("proto", "tcp"), str(e["port"])) for e in entries}
+            others |= {(e.get("proto", "tcp"), _port(conf, e)) for e in entries}
     return others - mine
 
 
@@ -255,10 +276,33 @@ def test_nftables_chain_policies(host):
 
 def test_nftables_opens_ssh_and_group_ports(host):
     conf = settings(host)
-    opened = set(PORT_RE.findall(_input_chain(host)))
+    chain = _input_chain(host)
+    opened = set(PORT_RE.findall(chain))
     assert ("tcp", str(conf["common_ssh_port"])) in opened
-    wanted = {(proto, port) for proto, port, _ in _entries(conf)}
+    runner = host.backend.ansible_runner
+
+    def admits_someone(entry):
+        named = entry.get("source_groups") or []
+        anywhere = not named and not entry.get("admin") and not entry.get("sources")
+        return (
+            anywhere
+            or bool(entry.get("sources"))
+            or any(runner.get_hosts(g) for g in named)
+            or (entry.get("admin") and conf["common_firewall_admin_sources"])
+        )
+
+    every = {(e.get("proto", "tcp"), _port(conf, e)): e for e in _raw_entries(conf)}
+    wanted = {
+        (e.get("proto", "tcp"), _port(conf, e)) for e in _raw_entries(conf) if admits_someone(e)
+    }
+    closed = set(every) - wanted - {("tcp", str(conf["common_ssh_port"]))}
     assert wanted - opened == set()
+    # default deny: a port whose source groups are empty in this inventory opens to nobody
+    assert closed & opened == set()
+    # and a restricted port admits only addresses, never "any"
+    for line in chain.splitlines():
+        if "dport 5432" in line or "dport 2379" in line:
+            assert "saddr" in line, line
 
 
 def test_nftables_keeps_other_groups_ports_closed(host):
