@@ -1,0 +1,202 @@
+"""What an attacker who reached one lab host finds (docs/security.md): the default-deny
+firewall derived from the inventory, no Prometheus lifecycle API, sshd without passwords, and
+no secret in any host's logs after site.yml, the rollouts and the rollbacks of the stack run
+(this module runs after test_stack_rollout.py).
+
+Each test prints how many checks it made and how many bad inputs it tried (-rP shows it)."""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inkdeploy.lab.drill import inventory_address
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.stack
+
+REPO = Path(__file__).resolve().parents[2]
+COMMON = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
+PROBE_TIMEOUT_S = 3
+
+
+def _groups(inventory: Path) -> dict[str, list[str]]:
+    proc = subprocess.run(
+        ["ansible-inventory", "-i", str(inventory), "--list"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    data = yaml.safe_load(proc.stdout)
+
+    def hosts(group: str) -> set[str]:
+        found = set(data.get(group, {}).get("hosts", []))
+        for child in data.get(group, {}).get("children", []):
+            found |= hosts(child)
+        return found
+
+    names = [g for g in data if g not in ("_meta", "all", "ungrouped")]
+    return {g: sorted(hosts(g)) for g in names} | {"all": sorted(hosts("all"))}
+
+
+def expected_firewall(groups: dict[str, list[str]]) -> dict[tuple[str, int], set[str] | None]:
+    """(host, tcp port) -> the lab hosts it admits, or None when open to anywhere, from the
+    common role's default port entries (the lab sets only the admin network)."""
+    ssh = COMMON["common_ssh_port"]
+    admitted: dict[tuple[str, int], set[str] | None] = {}
+    for host in groups["all"]:
+        entries = list(COMMON["common_firewall_all_hosts_ports"])
+        for group, group_entries in COMMON["common_firewall_group_ports"].items():
+            if host in groups.get(group, []):
+                entries += group_entries
+        # SSH: the admin network (no lab host) plus the groups' own SSH entries
+        admitted[(host, ssh)] = set()
+        for entry in entries:
+            if entry.get("proto", "tcp") != "tcp":
+                continue
+            port = ssh if "common_ssh_port" in str(entry["port"]) else int(entry["port"])
+            named = entry.get("source_groups") or []
+            if not named and not entry.get("admin") and not entry.get("sources"):
+                admitted[(host, port)] = None
+                continue
+            sources = {h for g in named for h in groups.get(g, [])}
+            if admitted.get((host, port), set()) is not None:
+                admitted[(host, port)] = admitted.get((host, port), set()) | sources
+    return admitted
+
+
+def probe(stack: Stack, source: str, targets: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """Connect from lab host SOURCE to each (address, port) in parallel: open, refused (the
+    packet got through, nothing listens) or dropped (no answer within PROBE_TIMEOUT_S)."""
+    lines = " ".join(f"{a}:{p}" for a, p in targets)
+    script = (
+        f"for t in {lines}; do a=${{t%:*}}; p=${{t#*:}};"
+        f' (timeout {PROBE_TIMEOUT_S} bash -c "</dev/tcp/$a/$p" 2>/dev/null; echo "$t $?") &'
+        " done; wait"
+    )
+    proc = stack.on(source, "bash", "-c", script)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    states = {0: "open", 124: "dropped"}
+    result = {}
+    for target, rc in (line.split() for line in proc.stdout.splitlines() if line.strip()):
+        address, port = target.rsplit(":", 1)
+        result[(address, int(port))] = states.get(int(rc), "refused")
+    return result
+
+
+def test_every_service_port_admits_only_its_groups(stack: Stack) -> None:
+    """From a lab host outside a port's source groups the port is dropped; from one inside it
+    gets through. Every host, every restricted TCP port of the common role's defaults."""
+    groups = _groups(stack.inventory)
+    address = {h: inventory_address(stack.inventory, h) for h in groups["all"]}
+    expected = expected_firewall(groups)
+    denied: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    allowed: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for (host, port), sources in sorted(expected.items()):
+        if sources is None:
+            continue
+        outsiders = [h for h in groups["all"] if h not in sources and h != host]
+        insiders = [h for h in sorted(sources) if h != host]
+        if outsiders:  # one lab host outside the groups (alphabetically first) is enough
+            denied[outsiders[0]].append((address[host], port))
+        if insiders:
+            allowed[insiders[0]].append((address[host], port))
+    wrong = []
+    for source, targets in denied.items():
+        for target, state in probe(stack, source, targets).items():
+            if state != "dropped":
+                wrong.append(f"{source} -> {target}: {state} (should be dropped)")
+    for source, targets in allowed.items():
+        for target, state in probe(stack, source, targets).items():
+            if state == "dropped":
+                wrong.append(f"{source} -> {target}: dropped (its group may connect)")
+    n_denied = sum(len(t) for t in denied.values())
+    n_allowed = sum(len(t) for t in allowed.values())
+    print(
+        f"firewall: {n_denied} connections from outside a port's groups tried (all must drop), "
+        f"{n_allowed} from inside (all must pass), {len(groups['all'])} hosts"
+    )
+    assert n_denied >= 20 and n_allowed >= 10
+    assert wrong == []
+
+
+def test_an_app_host_cannot_write_to_etcd_or_stop_prometheus(stack: Stack) -> None:
+    """The two control planes an app host must not touch: Patroni's leader key in etcd and
+    Prometheus. From the admin network Prometheus refuses /-/quit and /-/reload (no
+    --web.enable-lifecycle) and keeps answering."""
+    data1 = inventory_address(stack.inventory, "data1")
+    put = (
+        f"curl -sS --max-time {PROBE_TIMEOUT_S} -X POST http://{data1}:2379/v3/kv/put"
+        ' -d \'{"key": "L3NlcnZpY2UvaW5rZGVwbG95L2xlYWRlcg==", "value": "YXBwMQ=="}\''
+    )  # key /service/inkdeploy/leader, value app1
+    quit_ = f"curl -sS --max-time {PROBE_TIMEOUT_S} -X POST http://{data1}:9090/-/quit"
+    tried = 0
+    for command in (put, quit_):
+        proc = stack.on("app1", "bash", "-c", command)
+        tried += 1
+        assert proc.returncode != 0, proc.stdout
+        assert "timed out" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    for path in ("/-/quit", "/-/reload"):
+        request = urllib.request.Request(f"http://{data1}:9090{path}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)  # noqa: S310 - lab address
+        tried += 1
+        assert refused.value.code == 403
+    with urllib.request.urlopen(f"http://{data1}:9090/-/ready", timeout=10) as response:
+        assert response.status == 200
+    leader = stack.on("data1", "curl", "-sSf", f"http://{data1}:8008/leader")
+    assert leader.returncode == 0  # the cluster still has its leader
+    print(f"control planes: {tried} bad requests tried, all refused; Prometheus still ready")
+
+
+def test_sshd_refuses_passwords_on_every_host(stack: Stack) -> None:
+    groups = _groups(stack.inventory)
+    tried = 0
+    for host in groups["all"]:
+        proc = subprocess.run(
+            [
+                "ssh", "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+                "-o", "PreferredAuthentications=password,keyboard-interactive",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", f"ConnectTimeout={PROBE_TIMEOUT_S * 3}",
+                f"root@{inventory_address(stack.inventory, host)}", "true",
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        tried += 1
+        assert proc.returncode == 255, (host, proc.stderr)
+        assert "Permission denied (publickey)" in proc.stderr, (host, proc.stderr)
+    print(f"sshd: {tried} password logins tried, {tried} refused (publickey only)")
+
+
+def test_no_secret_in_any_host_log(stack: Stack) -> None:
+    """After site.yml, the rollouts and the rollbacks: no secret of the inventory in any host's
+    journal, in the load balancers' Nginx logs or in /var/log."""
+    names = yaml.safe_load((REPO / "inventories/lab/secrets.yml").read_text())
+    values = yaml.safe_load(stack.inventory.read_text())["all"]["vars"]
+    secrets = {name: str(values[name]) for name in names if name in values}
+    assert len(secrets) >= 5
+    groups = _groups(stack.inventory)
+    leaks = {}
+    scanned = 0
+    for host in groups["all"]:
+        # the logs come to the controller: a secret on the host's command line could be logged
+        logs = stack.on(
+            host, "bash", "-c",
+            "journalctl -q -o cat --no-pager; grep -rsh '' /var/log --exclude-dir=journal",
+        )  # fmt: skip
+        assert logs.returncode in (0, 1) and len(logs.stdout) > 10_000, logs.stderr
+        scanned += len(logs.stdout)
+        found = sorted(name for name, value in secrets.items() if value in logs.stdout)
+        if found:
+            leaks[host] = found
+    print(
+        f"logs: {len(secrets)} secrets searched in {scanned / 1e6:.1f} MB of journal and "
+        f"/var/log text from {len(groups['all'])} hosts"
+    )
+    assert leaks == {}
