@@ -2,6 +2,7 @@
 
     python bench/plan_scale.py                       # N = 10, 100, 1000; 5 runs each
     python bench/plan_scale.py --hosts 1000 --runs 7 --strategies rolling
+    python bench/plan_scale.py --hosts 1000 --inventory-only   # the inventory read, each way
 
 No lab: it writes an inventory shaped like the one `inkdeploy lab up` writes (all.vars, every
 host under all.hosts with its address, the topology's groups as children, the lab's
@@ -183,6 +184,41 @@ def measure(n: int, strategies: list[str], runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+ANSIBLE_DEFAULT_ORDER = "host_list,script,auto,yaml,ini,toml"
+INVENTORY_VARIANTS = (
+    ("ansible-inventory --list, Ansible's plugin order", ["--list"], ANSIBLE_DEFAULT_ORDER),
+    ("ansible-inventory --list, yaml before auto", ["--list"], None),
+    ("inventory_list.py --list (what plan runs)", ["--list"], None),
+    ("ansible-inventory --list --export", ["--list", "--export"], None),
+)
+
+
+def inventory_variants(n: int, runs: int) -> None:
+    """The inventory read alone, each way: median wall and CPU seconds, size of its JSON."""
+    bindir = Path(sys.executable).parent
+    script = REPO / "orchestrator" / "inkdeploy" / "inventory_list.py"
+    with tempfile.TemporaryDirectory(prefix="inkdeploy-plan-scale-") as name:
+        inventory = write_inventory(Path(name), n)
+        for label, args, order in INVENTORY_VARIANTS:
+            env = {**os.environ, **({"ANSIBLE_INVENTORY_ENABLED": order} if order else {})}
+            if label.startswith("inventory_list"):
+                argv = [sys.executable, "-P", str(script)]
+            else:
+                argv = [str(bindir / "ansible-inventory")]
+            walls, cpus = [], []
+            for _ in range(runs):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                began = time.perf_counter()
+                proc = subprocess.run([*argv, "-i", str(inventory), *args], capture_output=True,
+                                      text=True, cwd=REPO, env=env, check=True)  # fmt: skip
+                walls.append(time.perf_counter() - began)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            size = len(proc.stdout) / 1e6
+            print(f"{n:>5} {label:<50} {wall:6.2f} {cpu:6.2f} {size:7.2f}", flush=True)
+
+
 def line(row: dict[str, Any]) -> str:
     phases = " ".join(f"{row[p]:6.3f}" for p in PHASES)
     return (
@@ -198,8 +234,16 @@ def main() -> int:
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="Also write the rows to this file.")
+    parser.add_argument("--inventory-only", action="store_true",
+                        help="Time only the inventory read, each way it can be done.")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+    if args.inventory_only:
+        print(f"The inventory read alone, medians over {args.runs} runs")
+        print(f"{'hosts':>5} {'how':<50} {'wall':>6} {'cpu':>6} {'JSON MB':>7}")
+        for n in args.hosts:
+            inventory_variants(n, args.runs)
+        return 0
     print(
         f"inkdeploy plan --json: wall seconds over {args.runs} runs, the median of its CPU "
         "seconds (user+sys, ansible-inventory included) and of its phases' wall seconds"
