@@ -3,6 +3,7 @@
     python bench/plan_scale.py                       # N = 10, 100, 1000; 5 runs each
     python bench/plan_scale.py --hosts 1000 --runs 7 --strategies rolling
     python bench/plan_scale.py --hosts 1000 --inventory-only   # the inventory read, each way
+    python bench/plan_scale.py --baseline /tmp/base   # and a checkout of main, in turns
 
 No lab: it writes an inventory shaped like the one `inkdeploy lab up` writes (all.vars, every
 host under all.hosts with its address, the topology's groups as children, the lab's
@@ -134,14 +135,19 @@ def check(plan: dict[str, Any], n: int, strategy: str) -> None:
     assert len(install["hosts"]) == n and len(plan["base_weights"]) == n, (n, strategy)
 
 
-def run_once(tmp: Path, inventory: Path, artifact: Path, n: int, strategy: str) -> dict[str, Any]:
+def run_once(
+    tmp: Path, inventory: Path, artifact: Path, n: int, strategy: str, tree: Path = REPO
+) -> dict[str, Any]:
+    """One `inkdeploy plan` run of the orchestrator in TREE (this checkout or --baseline)."""
     times = tmp / "times.json"
     argv = [sys.executable, str(CHILD), str(tmp / "facts.json"), str(times), "plan",
             "-i", str(inventory), "--version", NEXT, "--strategy", strategy,
             "--artifact", str(artifact), "--json"]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+    path = os.pathsep.join([str(tree / "orchestrator"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "ANSIBLE_CONFIG": str(tree / "ansible.cfg")}
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tree, env=env, check=False)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -161,7 +167,11 @@ def run_once(tmp: Path, inventory: Path, artifact: Path, n: int, strategy: str) 
     }
 
 
-def measure(n: int, strategies: list[str], runs: int) -> list[dict[str, Any]]:
+def measure(
+    n: int, strategies: list[str], runs: int, trees: dict[str, Path]
+) -> list[dict[str, Any]]:
+    """RUNS runs per strategy of each of TREES (label -> checkout), taking turns run by run, so
+    a baseline and this checkout see the same load on a shared machine."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="inkdeploy-plan-scale-") as name:
         tmp = Path(name)
@@ -169,18 +179,22 @@ def measure(n: int, strategies: list[str], runs: int) -> list[dict[str, Any]]:
         (tmp / "facts.json").write_text(json.dumps(facts(n)))
         artifact = write_artifact(tmp)
         for strategy in strategies:
-            samples = [run_once(tmp, inventory, artifact, n, strategy) for _ in range(runs)]
-            walls = [s["wall"] for s in samples]
-            row: dict[str, Any] = {
-                "hosts": n, "strategy": strategy, "runs": runs,
-                "median_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
-                "cpu_s": statistics.median(s["cpu"] for s in samples),
-                "steps": samples[0]["steps"], "json_mb": samples[0]["mb"],
-            }  # fmt: skip
-            for phase in PHASES:
-                row[phase] = statistics.median(s.get(phase, 0.0) for s in samples)
-            rows.append(row)
-            print(line(row), flush=True)
+            samples: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
+            for _ in range(runs):
+                for label, tree in trees.items():
+                    samples[label].append(run_once(tmp, inventory, artifact, n, strategy, tree))
+            for label, taken in samples.items():
+                walls = [s["wall"] for s in taken]
+                row: dict[str, Any] = {
+                    "code": label, "hosts": n, "strategy": strategy, "runs": runs,
+                    "median_s": statistics.median(walls), "min_s": min(walls),
+                    "max_s": max(walls), "cpu_s": statistics.median(s["cpu"] for s in taken),
+                    "steps": taken[0]["steps"], "json_mb": taken[0]["mb"],
+                }  # fmt: skip
+                for phase in PHASES:
+                    row[phase] = statistics.median(s.get(phase, 0.0) for s in taken)
+                rows.append(row)
+                print(line(row), flush=True)
     return rows
 
 
@@ -222,9 +236,9 @@ def inventory_variants(n: int, runs: int) -> None:
 def line(row: dict[str, Any]) -> str:
     phases = " ".join(f"{row[p]:6.3f}" for p in PHASES)
     return (
-        f"{row['hosts']:>5} {row['strategy']:<10} {row['median_s']:6.2f} {row['min_s']:6.2f} "
-        f"{row['max_s']:6.2f} {row['cpu_s']:6.2f} | {phases} | {row['steps']:>5} "
-        f"{row['json_mb']:7.2f}"
+        f"{row['code']:<8} {row['hosts']:>5} {row['strategy']:<10} {row['median_s']:6.2f} "
+        f"{row['min_s']:6.2f} {row['max_s']:6.2f} {row['cpu_s']:6.2f} | {phases} | "
+        f"{row['steps']:>5} {row['json_mb']:7.2f}"
     )
 
 
@@ -234,6 +248,8 @@ def main() -> int:
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="Also write the rows to this file.")
+    parser.add_argument("--baseline", type=Path, help="Another checkout (e.g. `git worktree add "
+                        "/tmp/base main`) to time in turns with this one.")  # fmt: skip
     parser.add_argument("--inventory-only", action="store_true",
                         help="Time only the inventory read, each way it can be done.")  # fmt: skip
     args = parser.parse_args()
@@ -249,9 +265,10 @@ def main() -> int:
         "seconds (user+sys, ansible-inventory included) and of its phases' wall seconds"
     )
     head = " ".join(f"{p[:6]:>6}" for p in PHASES)
-    print(f"{'hosts':>5} {'strategy':<10} {'median':>6} {'min':>6} {'max':>6} {'cpu':>6} | "
-          f"{head} | {'steps':>5} {'JSON MB':>7}")  # fmt: skip
-    rows = [row for n in args.hosts for row in measure(n, args.strategies, args.runs)]
+    print(f"{'code':<8} {'hosts':>5} {'strategy':<10} {'median':>6} {'min':>6} {'max':>6} "
+          f"{'cpu':>6} | {head} | {'steps':>5} {'JSON MB':>7}")  # fmt: skip
+    trees = {"this": REPO, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    rows = [row for n in args.hosts for row in measure(n, args.strategies, args.runs, trees)]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
