@@ -18,6 +18,9 @@ from inkdeploy.errors import InkdeployError
 from inkdeploy.fleet import SLOT_PORTS
 from inkdeploy.runner import PROJECT
 
+# `ansible-inventory --list` with its JSON on one line (faster on 1,000 hosts), same data
+LIST_SCRIPT = Path(__file__).with_name("inventory_list.py")
+
 
 class ConfigError(InkdeployError):
     exit_code = 2
@@ -108,15 +111,15 @@ def _inventory_error(inventory: Path, stderr: str) -> ConfigError:
 def load_environment(
     inventory: Path, overrides: dict[str, Any] | None = None, *, require_app: bool = True
 ) -> Environment:
-    """The inventory as ansible-inventory reads it. REQUIRE_APP: refuse one without app hosts
-    (deploy commands); the data-tier commands (db, redis) work on any inventory."""
+    """The inventory as `ansible-inventory --list` reads it (inventory_list.py). REQUIRE_APP:
+    refuse one without app hosts (deploy commands); the data-tier commands (db, redis) work on
+    any inventory."""
     if not inventory.exists():
         raise ConfigError(
             f"Inventory {inventory} does not exist; pass --inventory inventories/ENV."
         )
-    bindir = Path(sys.executable).parent
     proc = subprocess.run(
-        [str(bindir / "ansible-inventory"), "-i", str(inventory), "--list"],
+        [sys.executable, "-P", str(LIST_SCRIPT), "-i", str(inventory), "--list"],
         capture_output=True,
         text=True,
         cwd=PROJECT,

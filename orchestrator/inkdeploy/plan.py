@@ -42,6 +42,7 @@ class Plan:
     weights: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        memo: dict[int, Any] = {}  # containers the steps share are copied once (Step.to_dict)
         return {
             "rollout": self.rollout,
             "kind": self.kind,
@@ -51,7 +52,7 @@ class Plan:
             "base_weights": self.base_weights,
             "weights": self.weights,
             "notes": self.notes,
-            "steps": [s.to_dict() for s in self.steps],
+            "steps": [s.to_dict(memo) for s in self.steps],
         }
 
     @classmethod

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
-
 from inkdeploy.lab.procs import pid_alive
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -147,6 +145,8 @@ class Runner:
             if self.progress:
                 self.progress(host, task, status)
             return False
+
+        import ansible_runner  # only when a playbook runs: `plan` and `status` read over SSH
 
         bindir = str(Path(sys.executable).parent)
         remove_orphans()

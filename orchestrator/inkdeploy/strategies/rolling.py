@@ -15,6 +15,18 @@ def batches(hosts: tuple[str, ...], size: int) -> list[tuple[str, ...]]:
     return [hosts[i : i + size] for i in range(0, len(hosts), size)]
 
 
+def weights_without(
+    serving: dict[str, int], live: dict[str, str], batch: tuple[str, ...]
+) -> dict[str, int]:
+    """SERVING (every host's live slot at its base weight) with BATCH's live slots at 0: what
+    weights_for gives with those hosts' base at 0, as a copy (one per batch of a 1,000-host
+    fleet, so not rebuilt key by key)."""
+    weights = dict(serving)
+    for host in batch:
+        weights[f"{host}:{live[host]}"] = 0
+    return weights
+
+
 def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) -> list[Step]:
     total = len(fleet.hosts)
     size = parse_count(policy.rolling.max_unavailable, total)
@@ -30,9 +42,10 @@ def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) 
     steps = prologue(version, fleet.hosts, policy.migrate, policy.hooks.pre)
     groups = batches(fleet.hosts, size)
     scrape = fleet.scrape()  # the same targets for every batch (steps never change them)
+    serving = weights_for(live, base)
     done: list[str] = []
     for index, batch in enumerate(groups, 1):
-        weights = weights_for(live, {h: (0 if h in batch else base[h]) for h in fleet.hosts})
+        weights = weights_without(serving, live, batch)
         label = f"drain batch {index}/{len(groups)} ({', '.join(batch)})"
         if done:
             label += f", return {', '.join(groups[index - 2])}"
@@ -41,9 +54,7 @@ def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) 
         steps.append(StartSlot(slots, version, scrape))
         steps.append(HttpCheck(slots, version))
         done.extend(batch)
-    steps.append(
-        SetWeights(weights_for(live, base), f"return batch {len(groups)}/{len(groups)}", 1.0)
-    )
+    steps.append(SetWeights(serving, f"return batch {len(groups)}/{len(groups)}", 1.0))
     steps.append(Analysis("after the last batch", version, policy.blue_green.bake_s))
     steps += epilogue(version, workers, {}, fleet.scrape(), policy.hooks.post, live)
     return steps
