@@ -80,7 +80,8 @@ def test_the_defaults_open_only_http_and_https_on_the_load_balancers_to_anyone()
     )
     assert open_to_all == [("lb", 80), ("lb", 443)]
     by_port = {e["port"]: e for _, e in entries}
-    assert by_port[2379]["source_groups"] == ["db", "etcd", "monitoring"]
+    assert by_port[2379]["source_groups"] == ["db", "etcd"]
+    assert by_port[2381]["source_groups"] == ["monitoring"]
     assert by_port[2380]["source_groups"] == ["etcd"]
     assert "app" not in by_port[8001]["source_groups"]
     assert by_port[9100]["source_groups"] == ["monitoring"] and not by_port[9100].get("admin")

@@ -5,9 +5,17 @@ release each runs. The lab runs them for real (tests/stack/test_stack.py)."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import ssl
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from inkdeploy.fleet import build_fleet
 from inkdeploy.inventory import Environment, Policy
@@ -87,23 +95,108 @@ def test_etcd_members_naming_different_leaders_is_a_problem() -> None:
     assert "raft term 5" in status.describe()
 
 
-def test_etcd_status_asks_every_member_at_once_over_http() -> None:
-    def routes(host: str) -> dict:
-        return {"/health": {"health": "true", "reason": ""},
-                "/v3/maintenance/status": state(host, "db3").data}  # fmt: skip
+def _ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA (DIRECTORY/ca.crt) and a server certificate for 127.0.0.1 it signed, as the etcd
+    role's internal CA issues them; returns (ca.crt, server.crt, server.key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test etcd CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db1")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = (directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
 
-    with JsonServer(routes("db1")) as db1, JsonServer(routes("db3")) as db3:
+
+class TlsJsonServer(JsonServer):
+    """JsonServer over https with CERT and KEY, as etcd serves its client port."""
+
+    def __init__(self, routes: dict, cert: Path, key: Path) -> None:
+        super().__init__(routes)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+
+
+def _etcd_routes(host: str) -> dict:
+    return {"/health": {"health": "true", "reason": ""},
+            "/v3/maintenance/status": state(host, "db3").data}  # fmt: skip
+
+
+def test_etcd_status_asks_every_member_at_once_over_https_trusting_the_etcd_ca(
+    tmp_path: Path,
+) -> None:
+    # the etcd role's default CA place: pki/etcd next to the inventory
+    ca, cert, key = _ca_and_server_cert(tmp_path / "pki" / "etcd")
+    with (
+        TlsJsonServer(_etcd_routes("db1"), cert, key) as db1,
+        TlsJsonServer(_etcd_routes("db3"), cert, key) as db3,
+    ):
         ports = {"db1": db1.port, "db2": _closed_port(), "db3": db3.port}
         hostvars = {h: {"ansible_host": "127.0.0.1", "etcd_client_port": p}
                     for h, p in ports.items()}  # fmt: skip
-        env = Environment(Path("/nonexistent/hosts.yml"), "test", {"etcd": list(ports)},
+        env = Environment(tmp_path / "hosts.yml", "test", {"etcd": list(ports)},
                           hostvars, Policy.model_validate({}))  # fmt: skip
         began = time.monotonic()
         status = etcd_status(env)
         seconds = time.monotonic() - began
+    assert ca.exists()
     assert status.leader == "db3" and status.healthy == ["db1", "db3"]
     assert status.unreachable == {"db2": "connection refused"}
     assert status.problems == [] and seconds < 2
+
+
+def test_etcd_status_refuses_a_certificate_from_another_ca_and_names_a_missing_ca(
+    tmp_path: Path,
+) -> None:
+    _, cert, key = _ca_and_server_cert(tmp_path / "served")
+    _ca_and_server_cert(tmp_path / "other")  # etcd_pki_dir points at a CA that did not sign
+    with TlsJsonServer(_etcd_routes("db1"), cert, key) as db1:
+        hostvars = {
+            "db1": {"ansible_host": "127.0.0.1", "etcd_client_port": db1.port,
+                    "etcd_pki_dir": str(tmp_path / "other")},
+            "db2": {"ansible_host": "127.0.0.1", "etcd_client_port": db1.port},
+        }  # fmt: skip
+        env = Environment(tmp_path / "inv" / "hosts.yml", "test", {"etcd": ["db1", "db2"]},
+                          hostvars, Policy.model_validate({}))  # fmt: skip
+        status = etcd_status(env)
+    assert status.healthy == [], status
+    assert "CERTIFICATE_VERIFY_FAILED" in status.unreachable["db1"], status.unreachable
+    # db2 has no etcd_pki_dir: the default, next to the inventory, does not exist
+    missing = tmp_path / "inv" / "pki" / "etcd" / "ca.crt"
+    assert status.unreachable["db2"] == (
+        f"etcd's CA certificate {missing} is missing on this machine (the etcd role creates it "
+        "next to the inventory, or where etcd_pki_dir says)"
+    )
 
 
 def own(host: str, received: int, replayed: int, stamp: str | None) -> Observation:

@@ -5,12 +5,20 @@ itself.
 Every host of group etcd is asked at once (read-only, 2 s each): GET /health (etcd's own verdict:
 it has a leader and can serve a linearizable read) and POST /v3/maintenance/status (its member
 id, the leader's id and the raft term, through the gRPC gateway). ``summarize`` is pure.
+
+etcd serves clients over https only (roles/etcd), with certificates from the internal CA the
+etcd role keeps on the controller: ``etcd_pki_dir`` when the inventory sets it, else
+``pki/etcd`` next to the inventory (the role's default, ``{{ inventory_dir }}/pki/etcd``). The
+probes verify the members' certificates against its ca.crt. Neither call needs a login: etcd
+answers both without credentials even with authentication on.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +27,7 @@ from inkdeploy.inventory import Environment
 from inkdeploy.preflight import Observation, Task, hostvar, run_probes, truthy
 
 ETCD_CLIENT_PORT = 2379  # roles/etcd: etcd_client_port
+ETCD_PKI_DIR = Path("pki") / "etcd"  # roles/etcd: etcd_pki_dir, relative to the inventory
 
 
 @dataclass(frozen=True)
@@ -124,22 +133,59 @@ def summarize(health: list[Observation], states: list[Observation]) -> EtcdStatu
     return status
 
 
+def ca_file(env: Environment, host: str) -> Path:
+    """The etcd CA certificate on the controller for HOST: etcd_pki_dir/ca.crt when the
+    inventory sets it, else pki/etcd/ca.crt next to the inventory."""
+    pki = hostvar(env, host, "etcd_pki_dir")
+    if pki:
+        return Path(str(pki)) / "ca.crt"
+    inventory = env.inventory if env.inventory.is_dir() else env.inventory.parent
+    return inventory / ETCD_PKI_DIR / "ca.crt"
+
+
+class MissingCA(Exception):
+    """The etcd CA certificate the probes must verify against is not on the controller."""
+
+
 def probe_tasks(env: Environment, timeout_s: float) -> list[Task]:
     tasks: list[Task] = []
+    contexts: dict[Path, Callable[[], ssl.SSLContext]] = {}
     for host in env.groups.get("etcd", []):
         address = hostvar(env, host, "etcd_address") or env.address(host)
         port = int(hostvar(env, host, "etcd_client_port") or ETCD_CLIENT_PORT)
-        base = f"http://{address}:{port}"
+        ca = ca_file(env, host)
+        tls = contexts.setdefault(ca, _tls(ca))
+        base = f"https://{address}:{port}"
         target = f"{address}:{port}"
-        tasks.append(("etcd_health", host, target, _health_call(base, timeout_s)))
-        tasks.append(("etcd_status", host, target, _status_call(base, timeout_s)))
+        tasks.append(("etcd_health", host, target, _health_call(base, tls, timeout_s)))
+        tasks.append(("etcd_status", host, target, _status_call(base, tls, timeout_s)))
     return tasks
 
 
-def _health_call(base: str, timeout_s: float) -> Callable[[], Any]:
+def _tls(ca: Path) -> Callable[[], ssl.SSLContext]:
+    """A TLS context trusting only CA, built once on first use (inside the probes, so a missing
+    file is an observation with a reason, not a crash)."""
+    built: list[ssl.SSLContext] = []
+
+    def context() -> ssl.SSLContext:
+        if not built:
+            if not ca.is_file():
+                raise MissingCA(
+                    f"etcd's CA certificate {ca} is missing on this machine (the etcd role "
+                    "creates it next to the inventory, or where etcd_pki_dir says)"
+                )
+            built.append(ssl.create_default_context(cafile=str(ca)))
+        return built[0]
+
+    return context
+
+
+def _health_call(
+    base: str, tls: Callable[[], ssl.SSLContext], timeout_s: float
+) -> Callable[[], Any]:
     def call() -> Any:
         # 503 carries the same JSON with health "false" and a reason: an answer, not an error
-        response = httpx.get(base + "/health", timeout=timeout_s)
+        response = httpx.get(base + "/health", timeout=timeout_s, verify=tls(), trust_env=False)
         if response.status_code not in (200, 503):
             response.raise_for_status()
         return response.json()
@@ -147,9 +193,17 @@ def _health_call(base: str, timeout_s: float) -> Callable[[], Any]:
     return call
 
 
-def _status_call(base: str, timeout_s: float) -> Callable[[], Any]:
+def _status_call(
+    base: str, tls: Callable[[], ssl.SSLContext], timeout_s: float
+) -> Callable[[], Any]:
     def call() -> Any:
-        response = httpx.post(base + "/v3/maintenance/status", json={}, timeout=timeout_s)
+        response = httpx.post(
+            base + "/v3/maintenance/status",
+            json={},
+            timeout=timeout_s,
+            verify=tls(),
+            trust_env=False,
+        )
         response.raise_for_status()
         return response.json()
 
