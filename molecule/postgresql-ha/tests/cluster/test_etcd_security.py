@@ -2,8 +2,9 @@
 on the controller; writes need a login, and Patroni's user may write its own namespace only.
 Patroni keeps working through all that (a leader and two streaming replicas).
 
-The controller (the admin network, which the firewall admits) has no etcd
-credentials; backup1 is outside the firewall's etcd sources. Requests go to etcd's v3 JSON API (the gRPC gateway Patroni uses as well)."""
+The controller (the admin network, which the firewall admits) has no etcd credentials;
+backup1 is outside the firewall's etcd sources. Requests go to etcd's v3 JSON API (the gRPC
+gateway Patroni uses as well)."""
 
 from __future__ import annotations
 
