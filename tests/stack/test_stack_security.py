@@ -131,9 +131,9 @@ def test_an_app_host_cannot_write_to_etcd_or_stop_prometheus(stack: Stack) -> No
     --web.enable-lifecycle) and keeps answering."""
     data1 = inventory_address(stack.inventory, "data1")
     put = (
-        f"curl -sS --max-time {PROBE_TIMEOUT_S} -X POST http://{data1}:2379/v3/kv/put"
+        f"curl -sSk --max-time {PROBE_TIMEOUT_S} -X POST https://{data1}:2379/v3/kv/put"
         ' -d \'{"key": "L3NlcnZpY2UvaW5rZGVwbG95L2xlYWRlcg==", "value": "YXBwMQ=="}\''
-    )  # key /service/inkdeploy/leader, value app1
+    )  # key /service/inkdeploy/leader, value app1, over the https etcd speaks
     quit_ = f"curl -sS --max-time {PROBE_TIMEOUT_S} -X POST http://{data1}:9090/-/quit"
     tried = 0
     for command in (put, quit_):
