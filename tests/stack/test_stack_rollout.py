@@ -118,6 +118,23 @@ def live(stack: Stack) -> dict[str, int]:
     return status(stack)["fleet"]["live_versions"]
 
 
+def fire_pending_slot_stops(stack: Stack) -> list[str]:
+    """Run now every old-slot stop a rollout scheduled (stop_old_after_s, a transient timer per
+    slot): what a test compares before and after must not change under it when a timer fires.
+    Returns the HOST:TIMER pairs fired."""
+    fired = []
+    for host in ("app1", "app2"):
+        listed = stack.on(host, "systemctl", "list-units", "--plain", "--no-legend",
+                          "--type=timer", "--state=active", "inkdeploy-stop-*").stdout  # fmt: skip
+        for timer in (line.split()[0] for line in listed.splitlines() if line.strip()):
+            service = timer.removesuffix(".timer") + ".service"
+            ran = stack.on(host, "systemctl", "start", service)
+            assert ran.returncode == 0, ran.stdout + ran.stderr
+            stack.on(host, "systemctl", "stop", timer)
+            fired.append(f"{host}:{timer}")
+    return fired
+
+
 @pytest.fixture
 def load(stack: Stack) -> Iterator[LoadGenerator]:
     # The site's name stands for both load balancers (DNS round robin): connections alternate.
@@ -712,7 +729,10 @@ def test_a_database_outage_during_a_canary_pauses_it_instead_of_blaming_the_rele
 def test_site_yml_after_the_rollouts_keeps_what_is_live(stack: Stack, load: LoadGenerator) -> None:
     """The inventory still says 1.0.0 in blue, and site.yml is given the 1.0.0 artifact with -e;
     the rollouts moved slots around and left 2.0.0 live. A plain re-converge must deploy what is
-    live (recorded on the hosts), not undo it nor trip over the artifact of another version."""
+    live (recorded on the hosts), not undo it nor trip over the artifact of another version.
+    The old slots' stop timers the rollouts left are fired first: one firing during the run
+    would stop a slot that site.yml never touched."""
+    print(f"\nfired pending slot stops first: {fire_pending_slot_stops(stack) or 'none'}")
     before = status(stack)
     assert before["fleet"]["live_versions"] == {V2: 200}
     run = stack.playbook("site.yml")
