@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inkdeploy.inventory import Environment
-from inkdeploy.remote import Remote, RemoteError
+from inkdeploy.remote import READ_PATIENCE_S, Remote, RemoteError
 
 __all__ = ["FastPath", "RemoteError"]
 
@@ -80,7 +80,9 @@ class FastPath:
             return None
         path = "/etc/nginx/inkdeploy/upstreams.conf"
         timeout = timeout_s if tolerate_unreachable else 10
-        replies = self.remote.commands({lb: ["cat", path] for lb in self.lbs}, timeout_s=timeout)
+        replies = self.remote.commands(
+            {lb: ["cat", path] for lb in self.lbs}, timeout_s=timeout, patience_s=READ_PATIENCE_S
+        )
         confs: dict[str, str | RemoteError] = {}
         for lb, reply in replies.items():
             if reply.rc == 0:
@@ -127,13 +129,21 @@ class FastPath:
             }
         if "{{" in str(params):  # values Ansible would template first
             return None
-        return self.remote.payload_each("inkdeploy_slots", params, timeout_s=timeout_s)
+        return self.remote.payload_each(
+            "inkdeploy_slots", params, timeout_s=timeout_s, patience_s=READ_PATIENCE_S
+        )
 
     # -- the deploy lock ----------------------------------------------------------------------
     def lock_each(
         self, hosts: tuple[str, ...], args: dict[str, Any], timeout_s: float
     ) -> dict[str, dict[str, Any] | RemoteError] | None:
-        """The lock module's answer on each of HOSTS at once, or why it gave none."""
+        """The lock module's answer on each of HOSTS at once, or why it gave none. A query
+        (it only reads) is asked again of a host that is slow but alive (remote.READ_PATIENCE_S);
+        a change never is: the attempt that timed out may have been carried out."""
         if not self.serves(hosts):
             return None
-        return self.remote.payload_each("inkdeploy_lock", dict.fromkeys(hosts, args), timeout_s)
+        reads = args.get("state") == "query" and not args.get("record")
+        patience = READ_PATIENCE_S if reads else 0.0
+        return self.remote.payload_each(
+            "inkdeploy_lock", dict.fromkeys(hosts, args), timeout_s, patience_s=patience
+        )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,23 @@ SSH_OPTIONS = (
     "-o", "ServerAliveInterval=5",
     "-o", "ServerAliveCountMax=3",
 )  # fmt: skip
+
+
+# Reads (status, the fleet, the lock's holder) are asked with short timeouts so that a dead host
+# costs little. A host that misses one but still accepts TCP on its SSH port is alive and slow (a
+# starved CPU, a swapping host), not down: a read passes READ_PATIENCE_S and is asked once more
+# with that long. Never for changes: an attempt that timed out may have been carried out.
+READ_PATIENCE_S = 15.0
+ALIVE_PROBE_S = 1.0
+
+
+def tcp_alive(address: str, port: int, timeout_s: float = ALIVE_PROBE_S) -> bool:
+    """Whether ADDRESS accepts a TCP connection on PORT within TIMEOUT_S."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 class RemoteError(InkdeployError):
@@ -157,8 +175,15 @@ class Remote:
         return all(self.connections.get(h) for h in hosts)
 
     def command(
-        self, host: str, argv: list[str], stdin: str = "", timeout_s: float | None = None
+        self,
+        host: str,
+        argv: list[str],
+        stdin: str = "",
+        timeout_s: float | None = None,
+        patience_s: float = 0.0,
     ) -> Reply:
+        """ARGV on HOST within TIMEOUT_S. PATIENCE_S (reads only): when that passes and the host
+        still accepts TCP on its SSH port, ask once more and wait that long."""
         conn = self.connections.get(host)
         if conn is None:
             raise RemoteError(host, "has no fast path (see inkdeploy/remote.py)")
@@ -171,16 +196,28 @@ class Remote:
                 input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
+            if patience_s > timeout and tcp_alive(conn.address, conn.port or 22):
+                again = self.command(host, argv, stdin, patience_s)
+                again.seconds = time.monotonic() - started
+                if again.unreachable and again.stderr.startswith("no answer within"):
+                    again.stderr = (
+                        f"no answer within {timeout:.0f} s, nor {patience_s:.0f} s more "
+                        "(the host accepts TCP on its SSH port: alive but too slow)"
+                    )
+                return again
             return Reply(host, 255, "", f"no answer within {timeout:.0f} s", timeout)
         return Reply(host, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
     def commands(
-        self, argvs: dict[str, list[str]], timeout_s: float | None = None
+        self, argvs: dict[str, list[str]], timeout_s: float | None = None, patience_s: float = 0.0
     ) -> dict[str, Reply]:
         if not argvs:
             return {}
         with ThreadPoolExecutor(max_workers=min(32, len(argvs))) as pool:
-            futures = {h: pool.submit(self.command, h, a, "", timeout_s) for h, a in argvs.items()}
+            futures = {
+                h: pool.submit(self.command, h, a, "", timeout_s, patience_s)
+                for h, a in argvs.items()
+            }
             return {h: f.result() for h, f in futures.items()}
 
     def payload(
@@ -205,15 +242,17 @@ class Remote:
         name: str,
         params: dict[str, dict[str, Any]],
         timeout_s: float | None = None,
+        patience_s: float = 0.0,
     ) -> dict[str, dict[str, Any] | RemoteError]:
-        """Like payload(), with each host's failure returned in place of its result."""
+        """Like payload(), with each host's failure returned in place of its result.
+        PATIENCE_S: for a payload that only reads (see command)."""
         source = _payload_source(name)
         if not params:
             return {}
 
         def one(host: str) -> Reply:
             body = json.dumps({"name": name, "source": source, "params": params[host]})
-            return self.command(host, ["python3", "-c", BOOT], body, timeout_s)
+            return self.command(host, ["python3", "-c", BOOT], body, timeout_s, patience_s)
 
         with ThreadPoolExecutor(max_workers=min(32, len(params))) as pool:
             futures = {h: pool.submit(one, h) for h in params}

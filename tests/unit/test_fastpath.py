@@ -235,7 +235,7 @@ class _DeadLbs:
     def usable(self, hosts) -> bool:
         return True
 
-    def commands(self, argvs, timeout_s):
+    def commands(self, argvs, timeout_s, patience_s=0.0):
         from inkdeploy.remote import Reply
 
         return {h: Reply(h, 255, "", "ssh: connect to host: Connection timed out", timeout_s)
