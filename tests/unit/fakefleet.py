@@ -224,8 +224,8 @@ class FakeRunner:
                 else:
                     s.weights[lb] = {k: int(v) for k, v in extra["nginx_lb_slot_weights"].items()}
         elif playbook == "rollout/install.yml":
-            for host in extra["rollout_hosts"].split(","):
-                s.releases[host].add(extra["app_version"])
+            for host in extra["rollout_hosts"].split(","):  # app hosts and worker hosts
+                s.releases.setdefault(host, set()).add(extra["app_version"])
         elif playbook == "rollout/start-slot.yml":
             for host, slot in extra["rollout_slots"].items():
                 s.slots[host][slot] = {"version": extra["app_version"], "active": True}

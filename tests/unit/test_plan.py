@@ -65,7 +65,9 @@ def test_blue_green_installs_starts_idle_gates_switches_bakes_then_stops_old() -
     # what is live is recorded on the hosts once the bake passed (site.yml follows it)
     assert isinstance(record, Record) and record.workers == ("worker1",)
     assert record.live == {h: {"slot": "green", "version": "2.0.0"} for h in ("app1", "app2")}
-    assert isinstance(install, Install) and install.migrate and install.hosts == ("app1", "app2")
+    # the worker hosts get the release before any traffic moves; the Celery step only switches
+    assert isinstance(install, Install) and install.migrate
+    assert install.hosts == ("app1", "app2", "worker1")
     assert isinstance(start, StartSlot) and start.slots == {"app1": "green", "app2": "green"}
     assert start.scrape == {"app1": ["blue", "green"], "app2": ["blue", "green"]}
     assert isinstance(switch, SetWeights)

@@ -21,7 +21,7 @@ from inkdeploy.strategies.common import (
 def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) -> list[Step]:
     live = {h: fleet.live_slot(h) or "blue" for h in fleet.hosts}
     new = idle_slots(fleet, fleet.hosts)
-    steps = prologue(version, fleet.hosts, policy.migrate, policy.hooks.pre)
+    steps = prologue(version, fleet.hosts, policy.migrate, policy.hooks.pre, workers)
     steps.append(StartSlot(new, version, scrape_with(fleet, new)))
     steps.append(HttpCheck(new, version))
     steps.append(SetWeights(weights_for(new, base_weights(fleet)), "switch all traffic", 1.0))

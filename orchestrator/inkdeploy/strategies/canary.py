@@ -34,7 +34,7 @@ def build(
     first = canary_hosts(fleet, policy)
     canaries = {h: new_all[h] for h in first}
     rest = {h: s for h, s in new_all.items() if h not in canaries}
-    steps = prologue(version, fleet.hosts, policy.migrate, policy.hooks.pre)
+    steps = prologue(version, fleet.hosts, policy.migrate, policy.hooks.pre, workers)
     steps.append(StartSlot(canaries, version, scrape_with(fleet, canaries)))
     steps.append(HttpCheck(canaries, version))
     window = policy.canary.analysis_s

@@ -81,11 +81,20 @@ def record(version: str, live: dict[str, str], workers: tuple[str, ...]) -> Reco
     )
 
 
-def prologue(version: str, hosts: tuple[str, ...], migrate: bool, pre: list[str]) -> list[Step]:
+def prologue(
+    version: str,
+    hosts: tuple[str, ...],
+    migrate: bool,
+    pre: list[str],
+    workers: tuple[str, ...] = (),
+) -> list[Step]:
+    """The pre-deploy hooks, then the release installed on the app hosts and the worker hosts
+    at once, before any traffic moves: a worker host that cannot install it fails the rollout
+    while nothing has changed, and the Celery step later only switches and restarts."""
     steps: list[Step] = []
     if pre:
         steps.append(Hook("pre", tuple(pre)))
-    steps.append(Install(hosts, version, migrate))
+    steps.append(Install(tuple(dict.fromkeys(hosts + workers)), version, migrate))
     return steps
 
 

@@ -39,7 +39,7 @@ def build(fleet: Fleet, policy: Policy, version: str, workers: tuple[str, ...]) 
         )
     live = {h: fleet.live_slot(h) or "blue" for h in fleet.hosts}
     base = base_weights(fleet)
-    steps = prologue(version, fleet.hosts, policy.migrate, policy.hooks.pre)
+    steps = prologue(version, fleet.hosts, policy.migrate, policy.hooks.pre, workers)
     groups = batches(fleet.hosts, size)
     scrape = fleet.scrape()  # the same targets for every batch (steps never change them)
     serving = weights_for(live, base)
