@@ -289,6 +289,9 @@ class Executor:
         elif isinstance(step, Approval):
             self._approval(step)
         elif isinstance(step, Celery):
+            arg = {"version": step.version, "hosts": list(step.hosts), "keep": self._keep()}
+            if self._fast("celery_release", arg):
+                return
             self._playbook(
                 "celery.yml",
                 {
@@ -335,7 +338,9 @@ class Executor:
         if done is None or done is False:
             return False
         seconds = round(time.monotonic() - started, 2)
-        self.ctx.events.emit("fast_path", action=action, seconds=seconds)
+        # per host what was done (weights served, workers' stop and ping seconds)
+        hosts = {"hosts": done} if isinstance(done, dict) else {}
+        self.ctx.events.emit("fast_path", action=action, seconds=seconds, **hosts)
         return True
 
     def _playbook(self, playbook: str, extravars: dict[str, Any]) -> None:

@@ -1,15 +1,18 @@
 """The fleet actions a rollback and every weight step wait for, over the SSH fast path
 (inkdeploy/remote.py) instead of a playbook: read the fleet, the deploy lock, cancel a pending
-slot stop, move the load balancer weights. Each method returns None when the fast path cannot
+slot stop, move the load balancer weights, switch and restart the Celery workers on a release
+that is installed. Each method returns None when the fast path cannot
 serve it (turned off in the policy, or a host whose connection settings need Ansible); the
 caller then runs the equivalent playbook, which stays the reference implementation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
+from inkdeploy.errors import InkdeployError
 from inkdeploy.inventory import Environment
 from inkdeploy.remote import READ_PATIENCE_S, Remote, RemoteError
 
@@ -31,6 +34,8 @@ class FastPath:
     # load balancers found silent by this command's fleet read when it may go on without them
     # (rollback, drain): weight steps leave them out; Session.read_fleet sets it
     down_lbs: frozenset[str] = frozenset()
+    # worker host -> ops.workers.CeleryHost, for the Celery step ({}: the playbook does it)
+    celery: dict[str, Any] = field(default_factory=dict)
 
     @property
     def live_lbs(self) -> tuple[str, ...]:
@@ -38,7 +43,15 @@ class FastPath:
 
     @classmethod
     def of(cls, env: Environment) -> FastPath:
+        # imported here: ops.workers reaches the deploy lock through ops.held, which imports
+        # the Session that builds this
+        from inkdeploy.ops.workers import celery_hosts
+
         lbs = tuple(env.groups.get("lb", ()))
+        try:
+            celery = celery_hosts(env)
+        except InkdeployError:  # a setting only Ansible can evaluate: the playbook does it
+            celery = {}
         return cls(
             remote=Remote(env.hostvars),
             app=env.policy.app,
@@ -47,6 +60,7 @@ class FastPath:
             worker_hosts=tuple(env.worker_hosts),
             hostvars=env.hostvars,
             enabled=env.policy.fast_path,
+            celery=celery,
         )
 
     def serves(self, hosts: tuple[str, ...] | list[str]) -> bool:
@@ -132,6 +146,54 @@ class FastPath:
         return self.remote.payload_each(
             "inkdeploy_slots", params, timeout_s=timeout_s, patience_s=READ_PATIENCE_S
         )
+
+    # -- Celery workers ---------------------------------------------------------------------
+    def celery_release(self, arg: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+        """A rollout's Celery step: on each of arg["hosts"] in turn, point the workers' link at
+        arg["version"] (payload celery_switch, which prunes old releases as the role does) and
+        restart them as `inkdeploy workers restart` does: a warm shutdown, then every queue's
+        worker answers a ping through the broker before the next host is touched. Returns
+        host -> what was done. None, before any host is touched: the playbook must do it (a
+        host without a fast path, or without the release installed: it installs it). A host
+        whose workers do not come back raises RemoteError and the hosts after it are left
+        alone, as celery.yml's serial 1 and max_fail_percentage 0 do."""
+        from inkdeploy.ops.workers import HostStep, restart_host  # see of()
+
+        version, hosts = str(arg["version"]), tuple(arg["hosts"])
+        if not self.serves(hosts) or any(h not in self.celery for h in hosts):
+            return None
+        marks = {h: ["test", "-f", f"{self.celery[h].home}/releases/{version}/.installed"]
+                 for h in hosts}  # fmt: skip
+        for host, reply in self.remote.commands(marks, timeout_s=15).items():
+            if reply.unreachable:
+                raise RemoteError(host, reply.problem(), unreachable=True)
+            if reply.rc != 0:
+                return None
+        by = os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+        done: dict[str, dict[str, Any]] = {}
+        for host in hosts:
+            celery = self.celery[host]
+            params = {
+                "root": celery.app_root, "app": celery.app_name, "version": version,
+                "keep": celery.keep_releases, "keep_versions": list(arg.get("keep") or []),
+                "release_log": f"{celery.log_dir}/releases.log", "by": by,
+            }  # fmt: skip
+            switched = self.remote.payload("celery_switch", {host: params}, timeout_s=60)[host]
+            if not switched.get("installed"):
+                raise RemoteError(host, f"release {version} is no longer installed", refused=True)
+            step = HostStep(host, celery.queues, celery.units, celery.runs_beat)
+            restarted = restart_host(self.remote, celery, step, float(celery.ping_retries))
+            if restarted.state != "restarted":
+                raise RemoteError(
+                    host, f"the workers did not come back on {version}: {restarted.problem}",
+                    refused=True,
+                )  # fmt: skip
+            done[host] = {
+                "switched": switched.get("switched"), "previous": switched.get("previous"),
+                "pruned": switched.get("pruned"), "stop_s": restarted.stop_s,
+                "ping_s": restarted.ping_s, "seconds": restarted.seconds,
+            }  # fmt: skip
+        return done
 
     # -- the deploy lock ----------------------------------------------------------------------
     def lock_each(

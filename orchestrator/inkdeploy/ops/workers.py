@@ -55,6 +55,14 @@ class CeleryHost:
     stop_timeout_s: float = 300
     ping_retries: int = 30
     runs_beat: bool = False
+    keep_releases: int = 3  # app_keep_releases: the prune after a release switch
+    log_dir: str = "/var/log/inkapp"  # app_log_dir: releases.log
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """What a release switch restarts here: every worker, and beat where it runs."""
+        beat = (self.beat_unit,) if self.runs_beat else ()
+        return (*(self.worker_unit(q) for q in self.queues), *beat)
 
     @property
     def home(self) -> str:
@@ -166,6 +174,8 @@ def celery_host(env: Environment, host: str) -> CeleryHost:
         ping_retries=int(value("celery_ping_retries", 30)),
         runs_beat=truthy(hv.get("celery_beat_enabled", True))
         and host in env.groups.get(beat_group, []),
+        keep_releases=int(value("app_keep_releases", 3)),
+        log_dir=value("app_log_dir", "/var/log/{{ app_name }}"),
     )
 
 
