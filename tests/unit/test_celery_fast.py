@@ -22,9 +22,10 @@ from inkdeploy.ops import workers
 from inkdeploy.ops.workers import CeleryHost, HostRestart
 from inkdeploy.payloads import celery_switch
 from inkdeploy.remote import Reply
-from inkdeploy.runner import PlaybookResult
 from inkdeploy.state.journal import Journal
 from inkdeploy.steps import Celery
+
+from .test_fastpath import StubRunner
 
 # -- the payload --------------------------------------------------------------------------------
 
@@ -190,15 +191,6 @@ def test_workers_that_do_not_come_back_stop_the_step_there(
 
 
 # -- the executor -------------------------------------------------------------------------------
-
-
-class StubRunner:
-    def __init__(self) -> None:
-        self.playbooks: list[str] = []
-
-    def run(self, playbook: str, extravars: dict[str, Any], **_: Any) -> PlaybookResult:
-        self.playbooks.append(playbook)
-        return PlaybookResult(playbook, rc=0, status="successful", seconds=0.1)
 
 
 class StubFast:
