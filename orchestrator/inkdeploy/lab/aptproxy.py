@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,6 +16,7 @@ from inkdeploy.lab.image import SUITE, mirror
 from inkdeploy.lab.inventory import APT_PROXY_PORT
 from inkdeploy.lab.layout import LabLayout
 from inkdeploy.lab.procs import pid_alive, read_pid
+from inkdeploy.remote import tcp_alive
 
 
 def _config(layout: LabLayout, gateway: ipaddress.IPv4Address) -> str:
@@ -43,11 +43,7 @@ Remap-secdeb: security.debian.org deb.debian.org/debian-security {host}/debian-s
 
 
 def _answers(gateway: ipaddress.IPv4Address) -> bool:
-    try:
-        with socket.create_connection((str(gateway), APT_PROXY_PORT), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return tcp_alive(str(gateway), APT_PROXY_PORT, 0.5)
 
 
 def ensure_apt_proxy(layout: LabLayout, gateway: ipaddress.IPv4Address) -> None:

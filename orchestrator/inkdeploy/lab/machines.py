@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -18,6 +17,7 @@ from inkdeploy.lab.inventory import APT_PROXY_PORT
 from inkdeploy.lab.layout import LabLayout
 from inkdeploy.lab.procs import container_init, find_nspawn, pid_alive
 from inkdeploy.lab.system import run
+from inkdeploy.remote import tcp_alive
 
 BOOT_TIMEOUT = 90.0
 
@@ -216,18 +216,10 @@ def ssh_run(
     return run(ssh_command(layout, host, command, timeout), check=False, timeout=timeout)
 
 
-def _port_open(address: ipaddress.IPv4Address, port: int) -> bool:
-    try:
-        with socket.create_connection((str(address), port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def wait_ready(layout: LabLayout, spec: HostSpec, timeout: float = BOOT_TIMEOUT) -> str:
     """Wait until sshd answers and systemd has finished booting; return the system state."""
     deadline = time.monotonic() + timeout
-    while not _port_open(spec.address, 22):
+    while not tcp_alive(str(spec.address), 22, 0.5):
         if nspawn_pid(layout, spec.name) is None:
             raise LabError(
                 f"Host {spec.name} stopped while booting; its console log ends with:",
