@@ -23,11 +23,11 @@ from typing import Any
 
 import httpx
 
+from inkdeploy import pki
 from inkdeploy.inventory import Environment
 from inkdeploy.preflight import Observation, Task, hostvar, run_probes, truthy
 
 ETCD_CLIENT_PORT = 2379  # roles/etcd: etcd_client_port
-ETCD_PKI_DIR = Path("pki") / "etcd"  # roles/etcd: etcd_pki_dir, relative to the inventory
 
 
 @dataclass(frozen=True)
@@ -136,15 +136,7 @@ def summarize(health: list[Observation], states: list[Observation]) -> EtcdStatu
 def ca_file(env: Environment, host: str) -> Path:
     """The etcd CA certificate on the controller for HOST: etcd_pki_dir/ca.crt when the
     inventory sets it, else pki/etcd/ca.crt next to the inventory."""
-    pki = hostvar(env, host, "etcd_pki_dir")
-    if pki:
-        return Path(str(pki)) / "ca.crt"
-    inventory = env.inventory if env.inventory.is_dir() else env.inventory.parent
-    return inventory / ETCD_PKI_DIR / "ca.crt"
-
-
-class MissingCA(Exception):
-    """The etcd CA certificate the probes must verify against is not on the controller."""
+    return pki.ca_file(env, hostvar(env, host, "etcd_pki_dir"), "etcd")
 
 
 def probe_tasks(env: Environment, timeout_s: float) -> list[Task]:
@@ -154,30 +146,12 @@ def probe_tasks(env: Environment, timeout_s: float) -> list[Task]:
         address = hostvar(env, host, "etcd_address") or env.address(host)
         port = int(hostvar(env, host, "etcd_client_port") or ETCD_CLIENT_PORT)
         ca = ca_file(env, host)
-        tls = contexts.setdefault(ca, _tls(ca))
+        tls = contexts.setdefault(ca, pki.lazy_context(ca, "etcd", "etcd_pki_dir"))
         base = f"https://{address}:{port}"
         target = f"{address}:{port}"
         tasks.append(("etcd_health", host, target, _health_call(base, tls, timeout_s)))
         tasks.append(("etcd_status", host, target, _status_call(base, tls, timeout_s)))
     return tasks
-
-
-def _tls(ca: Path) -> Callable[[], ssl.SSLContext]:
-    """A TLS context trusting only CA, built once on first use (inside the probes, so a missing
-    file is an observation with a reason, not a crash)."""
-    built: list[ssl.SSLContext] = []
-
-    def context() -> ssl.SSLContext:
-        if not built:
-            if not ca.is_file():
-                raise MissingCA(
-                    f"etcd's CA certificate {ca} is missing on this machine (the etcd role "
-                    "creates it next to the inventory, or where etcd_pki_dir says)"
-                )
-            built.append(ssl.create_default_context(cafile=str(ca)))
-        return built[0]
-
-    return context
 
 
 def _health_call(
