@@ -29,6 +29,7 @@ import ipaddress
 import itertools
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -73,9 +74,18 @@ class Cluster:
     user: str = "inkdeploy"
 
     @property
+    def ca(self) -> Path:
+        """The PostgreSQL CA (postgresql_pki_dir's default, next to the lab's inventory): the
+        writer verifies the server as the app does, and Patroni's API is https."""
+        return LAB_ROOT / self.lab / "inventory/pki/postgresql/ca.crt"
+
+    @property
     def dsn(self) -> str:
         hosts = ",".join(self.addresses[h] for h in HOSTS)
-        return f"host={hosts} port=5432 dbname={self.database} user={self.user} {CLIENT_OPTIONS}"
+        tls = f"sslmode=verify-full sslrootcert={self.ca}"
+        return (
+            f"host={hosts} port=5432 dbname={self.database} user={self.user} {CLIENT_OPTIONS} {tls}"
+        )
 
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(self.dsn, password=self.app_password, autocommit=True)
@@ -91,8 +101,9 @@ class Cluster:
                 time.sleep(0.5)
 
     def api(self, host: str, path: str, timeout: float = 2.0):
-        url = f"http://{self.addresses[host]}:8008{path}"
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # only lab addresses
+        url = f"https://{self.addresses[host]}:8008{path}"
+        context = ssl.create_default_context(cafile=str(self.ca))
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # lab
             return json.load(response)
 
     def members(self) -> list[dict]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from inkdeploy import pki
 from inkdeploy.inventory import Environment
 from inkdeploy.lab.layout import LAB_NAME_RE, LabLayout
 from inkdeploy.runner import PROJECT
@@ -454,13 +455,25 @@ def _reason(exc: Exception, timeout_s: float) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _get_json(url: str, timeout_s: float) -> Any:
-    response = httpx.get(url, timeout=timeout_s)
+def _get_json(url: str, timeout_s: float, verify: Callable[[], Any] | None = None) -> Any:
+    response = httpx.get(url, timeout=timeout_s, verify=verify() if verify else True)
     response.raise_for_status()
     return response.json()
 
 
 PATRONI_READS = (("patroni", "/cluster"), ("patroni_config", "/config"))
+
+
+def patroni_base(env: Environment, host: str) -> tuple[str, Callable[[], Any] | None]:
+    """HOST's Patroni REST API base URL, and the TLS context to verify it with: https with the
+    PostgreSQL CA (roles/postgresql, postgresql_tls on by default) or plain http."""
+    address = hostvar(env, host, "patroni_restapi_address") or env.address(host)
+    port = int(hostvar(env, host, "patroni_restapi_port") or PATRONI_PORT)
+    tls = hostvar(env, host, "postgresql_tls")
+    if tls is not None and not truthy(tls):
+        return f"http://{address}:{port}", None
+    ca = pki.ca_file(env, hostvar(env, host, "postgresql_pki_dir"), "postgresql")
+    return f"https://{address}:{port}", pki.lazy_context(ca, "postgresql", "postgresql_pki_dir")
 
 
 def patroni_tasks(
@@ -469,17 +482,18 @@ def patroni_tasks(
     """A GET per db host and (kind, path) of READS."""
     tasks: list[Task] = []
     for host in env.groups.get("db", []):
-        address = hostvar(env, host, "patroni_restapi_address") or env.address(host)
-        port = int(hostvar(env, host, "patroni_restapi_port") or PATRONI_PORT)
-        base = f"http://{address}:{port}"
+        base, verify = patroni_base(env, host)
+        target = base.split("://", 1)[1]
         # GET endpoints need no password (restapi.authentication guards the unsafe ones only).
         for kind, path in reads:
-            tasks.append((kind, host, f"{address}:{port}", bind_get(base + path, timeout_s)))
+            tasks.append((kind, host, target, bind_get(base + path, timeout_s, verify)))
     return tasks
 
 
-def bind_get(url: str, timeout_s: float) -> Callable[[], Any]:
-    return lambda: _get_json(url, timeout_s)
+def bind_get(
+    url: str, timeout_s: float, verify: Callable[[], Any] | None = None
+) -> Callable[[], Any]:
+    return lambda: _get_json(url, timeout_s, verify)
 
 
 def sentinel_tasks(

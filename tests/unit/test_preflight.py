@@ -429,7 +429,8 @@ def fleet(
     """An Environment as load_environment builds it: groups and hostvars, all on loopback."""
     hostvars: dict[str, dict[str, Any]] = {}
     for host, port in patroni.items():
-        hostvars.setdefault(host, {})["patroni_restapi_port"] = port
+        # the stand-in APIs speak plain http (test_patroni_tls.py covers the https default)
+        hostvars.setdefault(host, {}).update(patroni_restapi_port=port, postgresql_tls=False)
     for host, port in sentinels.items():
         hostvars.setdefault(host, {})["redis_sentinel_port"] = port
     for host, address in lbs.items():

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from inkdeploy.fleet import build_fleet
 from inkdeploy.inventory import Environment, Policy
-from inkdeploy.ops.db import describe_lag, summarize
+from inkdeploy.ops.db import db_status, describe_lag, summarize
 from inkdeploy.ops.etcd import etcd_status
 from inkdeploy.ops.etcd import summarize as summarize_etcd
 from inkdeploy.ops.overview import expected_queues, worker_lines
@@ -196,6 +196,34 @@ def test_etcd_status_refuses_a_certificate_from_another_ca_and_names_a_missing_c
     assert status.unreachable["db2"] == (
         f"etcd's CA certificate {missing} is missing on this machine (the etcd role creates it "
         "next to the inventory, or where etcd_pki_dir says)"
+    )
+
+
+def test_patroni_is_asked_over_https_trusting_the_postgresql_ca_unless_tls_is_off(
+    tmp_path: Path,
+) -> None:
+    # the postgresql role's default CA place: pki/postgresql next to the inventory; Patroni
+    # serves its REST API with the member's PostgreSQL certificate
+    _, cert, key = _ca_and_server_cert(tmp_path / "pki" / "postgresql")
+    routes = {"/cluster": {"members": [leader("db1")]}, "/config": {}, "/patroni": {}}
+    with TlsJsonServer(routes, cert, key) as db1, JsonServer(routes) as db2:
+        hostvars = {
+            "db1": {"ansible_host": "127.0.0.1", "patroni_restapi_port": db1.port},
+            # plain http where the inventory turns PostgreSQL's TLS off
+            "db2": {"ansible_host": "127.0.0.1", "patroni_restapi_port": db2.port,
+                    "postgresql_tls": False},
+            # https against a CA that is not there: a reason, not a crash
+            "db3": {"ansible_host": "127.0.0.1", "patroni_restapi_port": db1.port,
+                    "postgresql_pki_dir": str(tmp_path / "nowhere")},
+        }  # fmt: skip
+        env = Environment(tmp_path / "hosts.yml", "test", {"db": ["db1", "db2", "db3"]},
+                          hostvars, Policy.model_validate({}))  # fmt: skip
+        status = db_status(env)
+    assert sorted(status.answered) == ["db1", "db2"], status
+    assert status.unreachable["db3"] == (
+        f"postgresql's CA certificate {tmp_path / 'nowhere' / 'ca.crt'} is missing on this "
+        "machine (the postgresql role creates it next to the inventory, or where "
+        "postgresql_pki_dir says)"
     )
 
 

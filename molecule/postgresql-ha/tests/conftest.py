@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import ssl
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ import yaml
 
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "."))
 INVENTORY = EPHEMERAL / "inventory" / "lab.yml"
+# postgresql_pki_dir's default: {{ inventory_dir }}/pki/postgresql (the server certificates of
+# PostgreSQL and of Patroni's REST API)
+PG_CA = EPHEMERAL / "inventory" / "pki" / "postgresql" / "ca.crt"
 LEADER_ROLES = ("leader", "master")
 
 
@@ -32,8 +36,9 @@ class Cluster:
     subnet: str
 
     def api(self, member: str, path: str):
-        url = f"http://{self.addresses[member]}:8008{path}"
-        with urllib.request.urlopen(url, timeout=3) as response:  # lab addresses only
+        url = f"https://{self.addresses[member]}:8008{path}"
+        context = ssl.create_default_context(cafile=str(PG_CA))
+        with urllib.request.urlopen(url, timeout=3, context=context) as response:  # lab only
             return json.load(response)
 
     def members(self, exclude: tuple[str, ...] = ()) -> list[dict]:
@@ -84,6 +89,8 @@ class Cluster:
             "user": "inkdeploy",
             "target_session_attrs": "read-write",
             "connect_timeout": "3",
+            "sslmode": "verify-full",
+            "sslrootcert": str(PG_CA),
         }
         options.update(overrides)
         return " ".join(f"{k}={v}" for k, v in options.items())

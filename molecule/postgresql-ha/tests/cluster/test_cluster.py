@@ -97,7 +97,8 @@ def test_restapi_unsafe_endpoints_need_credentials(cluster):
     primary = cluster.primary()
     other = next(m for m in cluster.addresses if m != primary)
     code = cluster.host(other).check_output(
-        "curl -s -o /dev/null -w '%%{http_code}' -X POST http://%s:8008/restart",
+        "curl -s -o /dev/null -w '%%{http_code}' --cacert /etc/postgresql/15/inkdeploy/tls/ca.crt "
+        "-X POST https://%s:8008/restart",
         cluster.addresses[primary],
     )
     assert code == "401"
