@@ -10,7 +10,15 @@ import re
 from itertools import pairwise
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
 Strategy = Literal["rolling", "blue-green", "canary"]
 NoData = Literal["fail", "pause", "pass"]
@@ -223,6 +231,10 @@ class Notify(_Strict):
     grafana_url: HttpUrl | None = None
     # Name of an environment variable holding a Grafana service account token (never the token).
     grafana_token_env: str = "INKDEPLOY_GRAFANA_TOKEN"  # noqa: S105 - a variable name
+    # CA certificate Grafana's https certificate is verified with: the grafana role's internal
+    # CA (grafana_pki_dir/ca.crt, by default pki/grafana/ca.crt next to the inventory). Unset:
+    # the controller's trust store (a certificate from a public CA).
+    grafana_ca_file: FilePath | None = None
 
 
 class Policy(_Strict):

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import re
+import ssl
 import sys
 import threading
 import time
@@ -213,11 +214,18 @@ class _BackgroundSink:
     on what is left (logged) and returns; the daemon worker cannot keep the process alive.
     """
 
-    def __init__(self, url: str, timeout: float, close_timeout: float, name: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        close_timeout: float,
+        name: str,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.host = _host(url)
         self._name = name
         self._close_timeout = close_timeout
-        self._client = httpx.Client(timeout=timeout)
+        self._client = httpx.Client(timeout=timeout, verify=verify)
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._give_up = threading.Event()
         self._deadline: float | None = None
@@ -342,13 +350,20 @@ class GrafanaAnnotations(_BackgroundSink):
     """
 
     def __init__(
-        self, url: str, token: str, timeout: float = 5, close_timeout: float = 10.0
+        self,
+        url: str,
+        token: str,
+        timeout: float = 5,
+        close_timeout: float = 10.0,
+        cafile: Path | None = None,
     ) -> None:
         self._api = url.rstrip("/") + "/api/annotations"
         self._headers = {"Authorization": f"Bearer {token}"}
         # Per rollout: the region's annotation id (None if creating it failed) and its start.
         self._started: dict[str, tuple[int | None, Event]] = {}
-        super().__init__(url, timeout, close_timeout, "grafana annotations")
+        # Grafana's certificate from the role's internal CA: trust that CA (and only it).
+        verify = ssl.create_default_context(cafile=str(cafile)) if cafile else True
+        super().__init__(url, timeout, close_timeout, "grafana annotations", verify)
 
     def wants(self, event: Event) -> bool:
         return event.type in {"rollout_started", "rollout_finished", "rollback_started"}
@@ -470,7 +485,7 @@ def sinks_from_notify(notify: Notify, env: Mapping[str, str]) -> tuple[list[Even
         token = env.get(notify.grafana_token_env, "")
         grafana_url = str(notify.grafana_url)
         if token:
-            sinks.append(GrafanaAnnotations(grafana_url, token))
+            sinks.append(GrafanaAnnotations(grafana_url, token, cafile=notify.grafana_ca_file))
         else:
             warnings.append(
                 f"Grafana annotations are off: notify.grafana_url is {_host(grafana_url)}"

@@ -3,10 +3,12 @@ local HTTP server that can answer, fail, hang or be gone."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from inkdeploy.config import Notify
 from inkdeploy.events import (
@@ -31,6 +34,7 @@ from inkdeploy.events import (
     redact,
     sinks_from_notify,
 )
+from tests.unit.test_status_data_tier import _ca_and_server_cert
 
 TOKEN = "glsa_s3cr3tTOKENvalue"  # noqa: S105 (a fake, to prove it never leaks)
 
@@ -62,6 +66,13 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    with _serve() as state:
+        yield state
+
+
+@contextlib.contextmanager
+def _serve(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """A Receiver on loopback; over https with the server context TLS when given."""
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -100,12 +111,17 @@ def receiver() -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -466,6 +482,29 @@ def test_grafana_region_annotation_from_start_to_finish(
     assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in receiver.requests)
     assert TOKEN not in path.read_text()
     assert not any(TOKEN in r.getMessage() for r in caplog.records)
+
+
+def test_grafana_over_https_trusts_the_ca_of_notify_grafana_ca_file(tmp_path: Path) -> None:
+    """The grafana role serves https with a certificate from its internal CA: the sink trusts
+    grafana_ca_file, and refuses a Grafana whose certificate that CA did not sign."""
+    ca, cert, key = _ca_and_server_cert(tmp_path / "pki" / "grafana")
+    _, other_cert, other_key = _ca_and_server_cert(tmp_path / "other")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    impostor = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    impostor.load_cert_chain(other_cert, other_key)
+    policy = Notify.model_validate({"grafana_url": "https://127.0.0.1:1", "grafana_ca_file": ca})
+    with _serve(server) as grafana, _serve(impostor) as other:
+        for target in (grafana, other):
+            sink = GrafanaAnnotations(target.url, TOKEN, 2, close_timeout=3, cafile=ca)
+            events = Events("r-15", [sink], [TOKEN])
+            events.emit("rollout_started", app="inkapp", strategy="canary", version="2.3.1")
+            events.close()
+    assert [r.path for r in grafana.requests] == ["/api/annotations"]
+    assert other.requests == []  # the handshake failed: nothing reached it
+    assert policy.grafana_ca_file == ca
+    with pytest.raises(ValidationError):
+        Notify.model_validate({"grafana_ca_file": tmp_path / "missing.crt"})
 
 
 def test_grafana_without_a_start_annotation_adds_the_whole_region_at_the_end(

@@ -286,7 +286,11 @@ def test_grafana_ini_parses_and_is_locked_down(rendered):
         "server": {
             "http_addr": "10.0.0.11",
             "http_port": "3000",
-            "root_url": "http://10.0.0.11:3000/",
+            "root_url": "https://10.0.0.11:3000/",
+            # https by default, with the certificate the role's internal CA signs
+            "protocol": "https",
+            "cert_file": "/etc/grafana/tls/grafana.crt",
+            "cert_key": "/etc/grafana/tls/grafana.key",
         },
         "paths": {"provisioning": "/etc/grafana/provisioning"},
         "auth.anonymous": {"enabled": "false"},
@@ -295,6 +299,8 @@ def test_grafana_ini_parses_and_is_locked_down(rendered):
         "analytics": {"reporting_enabled": "false"},
         "security": {
             "disable_gravatar": "true",
+            "cookie_secure": "true",
+            "strict_transport_security": "true",
             # Grafana's ini parser cuts values at # and ; unless they are in triple quotes.
             "admin_password": '"""unit-test-admin#password;"""',
             "secret_key": '"""unit-test-secret-key-0123"""',

@@ -3,7 +3,8 @@
 Run by `molecule verify -s grafana`. What can be checked depends on the package source:
 
 - Always: what the role writes before its package install on mon1: grafana.ini (parsed with
-  configparser, locked down, bound to mon1's address), the datasources (Prometheus on mon1,
+  configparser, locked down, bound to mon1's address, https with the certificate the internal
+  Grafana CA on the controller signed), the datasources (Prometheus on mon1,
   Elasticsearch on log1 trusting the ELK CA), the dashboard provider and the dashboards (the
   role's files, byte for byte), owners and modes, and the local repository's apt source.
 - Where Grafana is installed: its API lists the provisioned datasources and dashboards, anonymous
@@ -13,7 +14,9 @@ Run by `molecule verify -s grafana`. What can be checked depends on the package 
 
 import base64
 import configparser
+import datetime
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -23,6 +26,7 @@ from pathlib import Path
 import pytest
 import testinfra
 import yaml
+from cryptography import x509
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "_shared"))
 from vendor_repo import VendorRepo, scenario_vars
@@ -43,7 +47,9 @@ class Lab:
         inventory_dir = Path(inventory) if Path(inventory).is_dir() else Path(inventory).parent
         # elasticsearch_pki_dir and grafana_annotations_token_file in molecule.yml
         self.state = inventory_dir.parent
-        self.api = f"http://{self.address['mon1']}:3000"
+        self.api = f"https://{self.address['mon1']}:3000"
+        # grafana_pki_dir's default: {{ inventory_dir }}/pki/grafana
+        self.pki = inventory_dir / "pki" / "grafana"
 
     def require_grafana(self):
         self.repo.require(self.mon1, "mon1", "grafana", "the Grafana .deb file")
@@ -58,14 +64,15 @@ class Lab:
         elif user:
             basic = base64.b64encode(f"{user}:{password}".encode()).decode()
             headers["Authorization"] = f"Basic {basic}"
-        request = urllib.request.Request(  # noqa: S310 (http://mon1:3000, from the inventory)
+        request = urllib.request.Request(  # noqa: S310 (https://mon1:3000, from the inventory)
             self.api + path,
             method=method,
             headers=headers,
             data=None if body is None else json.dumps(body).encode(),
         )
         try:
-            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+            context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+            with urllib.request.urlopen(request, timeout=15, context=context) as response:  # noqa: S310
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, None
@@ -118,6 +125,37 @@ def test_grafana_ini(lab):
     assert ini.get("security", "admin_user") == "admin"
     password = SCENARIO_VARS["grafana_admin_password"]
     assert ini.get("security", "admin_password") == f'"""{password}"""'
+
+
+def test_grafana_serves_https_with_a_certificate_from_the_internal_ca(lab):
+    """Written before the package is installed: key, certificate and CA in /etc/grafana/tls
+    (the key readable by the grafana group only), grafana.ini pointing at them."""
+    ini = configparser.RawConfigParser(strict=True, interpolation=None)
+    ini.read_string(lab.read("/etc/grafana/grafana.ini"))
+    assert ini.get("server", "protocol") == "https"
+    assert ini.get("server", "cert_file") == "/etc/grafana/tls/grafana.crt"
+    assert ini.get("server", "cert_key") == "/etc/grafana/tls/grafana.key"
+    assert ini.get("server", "root_url") == f"https://{lab.address['mon1']}:3000/"
+    assert ini.get("security", "cookie_secure") == "true"
+    assert_owned(lab.mon1, "/etc/grafana/tls/grafana.key", 0o640)
+    assert_owned(lab.mon1, "/etc/grafana/tls/grafana.crt", 0o644)
+    served = lab.read("/etc/grafana/tls/grafana.crt").strip()
+    assert served == (lab.pki / "mon1.crt").read_text().strip()
+    assert lab.read("/etc/grafana/tls/ca.crt").strip() == (lab.pki / "ca.crt").read_text().strip()
+    cert = x509.load_pem_x509_certificate(served.encode())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert lab.address["mon1"] in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime <= datetime.timedelta(days=366), lifetime
+    assert (lab.pki / "ca.key").stat().st_mode & 0o077 == 0
+
+
+def test_grafana_answers_https_only(lab):
+    lab.require_grafana()
+    status, health = lab.call("/api/health")
+    assert status == 200 and health["database"] == "ok"
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"http://{lab.address['mon1']}:3000/api/health", timeout=5)
 
 
 def test_datasources(lab):
