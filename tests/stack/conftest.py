@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -40,6 +40,9 @@ class Stack:
     cacert: Path
     first_run: PlaybookRun
     lbs: tuple[str, ...] = ()  # every LB's address: what the site's name resolves to
+    # what the inkdeploy commands of the stack tests printed (--json event stream and stderr);
+    # test_stack_security.py searches it for secrets
+    transcripts: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:

@@ -88,6 +88,7 @@ def cli(stack: Stack, *args: str, inventory: Path | None = None, timeout: float 
         [CLI, *args, "-i", str(inventory or stack.inventory), "--json"],
         capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False,
     )  # fmt: skip
+    stack.transcripts.append(proc.stdout + proc.stderr)
     return parse_run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
 

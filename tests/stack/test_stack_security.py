@@ -8,6 +8,7 @@ Each test prints how many checks it made and how many bad inputs it tried (-rP s
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from inkdeploy.lab.drill import inventory_address
+from inkdeploy.runner import PRIVATE_PREFIX
 
 from .conftest import Stack
 
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.stack
 REPO = Path(__file__).resolve().parents[2]
 COMMON = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
 PROBE_TIMEOUT_S = 3
+PG_TLS_DIR = "/etc/postgresql/15/inkdeploy/tls"  # roles/postgresql: postgresql_config_dir/tls
 
 
 def _groups(inventory: Path) -> dict[str, list[str]]:
@@ -149,9 +152,58 @@ def test_an_app_host_cannot_write_to_etcd_or_stop_prometheus(stack: Stack) -> No
         assert refused.value.code == 403
     with urllib.request.urlopen(f"http://{data1}:9090/-/ready", timeout=10) as response:
         assert response.status == 200
-    leader = stack.on("data1", "curl", "-sSf", f"http://{data1}:8008/leader")
-    assert leader.returncode == 0  # the cluster still has its leader
+    leader = stack.on(
+        "data1", "curl", "-sSf", "--cacert", f"{PG_TLS_DIR}/ca.crt", f"https://{data1}:8008/leader"
+    )
+    assert leader.returncode == 0, leader.stderr  # the cluster still has its leader
     print(f"control planes: {tried} bad requests tried, all refused; Prometheus still ready")
+
+
+# On an app host, with the app's own DSN and password (/etc/inkapp/env) and its virtualenv: the
+# DSN as deployed (verify-full against the PostgreSQL CA), then the same with TLS turned off or
+# with a CA that did not sign the server. Prints one line per attempt, never the password.
+APP_DB_PROBE = r"""
+python=$(ls -d /srv/inkapp/slots/*/venv/bin/python | head -1)
+exec "$python" - <<'PY'
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+# systemd's EnvironmentFile syntax: NAME=value, the value unquoted up to the end of the line
+with open("/etc/inkapp/env") as fh:
+    env = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line)
+dsn = conninfo_to_dict(env["INKDEPLOY_DATABASE_DSN"])
+password = env["INKDEPLOY_DATABASE_PASSWORD"]
+attempts = {
+    "deployed": dsn,
+    "plaintext": {**dsn, "sslmode": "disable"},
+    "other-ca": {**dsn, "sslrootcert": "/etc/ssl/certs/ca-certificates.crt"},
+}
+for name, options in attempts.items():
+    try:
+        with psycopg.connect(make_conninfo(**options), password=password) as conn:
+            row = conn.execute(
+                "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl"
+            ).fetchone()
+        print(name, "connected", row[0] if row else "without-tls", options["sslmode"])
+    except psycopg.OperationalError as exc:
+        print(name, "refused", " ".join(str(exc).split()).replace(password, "***"))
+PY
+"""
+
+
+def test_postgresql_takes_only_verified_tls_from_an_app_host(stack: Stack) -> None:
+    """From app1, an allowed client: the app's DSN connects over TLS verifying the server;
+    the right password without TLS is refused by pg_hba.conf (hostssl), and a server the DSN's
+    CA did not sign is refused by the client."""
+    proc = stack.on("app1", "bash", "-c", APP_DB_PROBE)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split(" ", 1)[0]: line for line in proc.stdout.splitlines()}
+    _, outcome, version, sslmode = lines["deployed"].split()
+    assert (outcome, sslmode) == ("connected", "verify-full"), lines
+    assert version in ("TLSv1.2", "TLSv1.3"), lines
+    assert "refused" in lines["plaintext"] and "no encryption" in lines["plaintext"], lines
+    assert "refused" in lines["other-ca"] and "certificate verify failed" in lines["other-ca"]
+    print(f"postgresql: 1 verified TLS connection, {len(lines) - 1} bad connections refused")
 
 
 def test_sshd_refuses_passwords_on_every_host(stack: Stack) -> None:
@@ -174,13 +226,49 @@ def test_sshd_refuses_passwords_on_every_host(stack: Stack) -> None:
     print(f"sshd: {tried} password logins tried, {tried} refused (publickey only)")
 
 
-def test_no_secret_in_any_host_log(stack: Stack) -> None:
-    """After site.yml, the rollouts and the rollbacks: no secret of the inventory in any host's
-    journal, in the load balancers' Nginx logs or in /var/log."""
+def _secrets(stack: Stack) -> dict[str, str]:
+    """Every secret of the lab inventory (inventories/lab/secrets.yml names them), by name."""
     names = yaml.safe_load((REPO / "inventories/lab/secrets.yml").read_text())
     values = yaml.safe_load(stack.inventory.read_text())["all"]["vars"]
     secrets = {name: str(values[name]) for name in names if name in values}
     assert len(secrets) >= 5
+    return secrets
+
+
+def test_no_secret_in_the_controllers_journals_events_or_runner_files(stack: Stack) -> None:
+    """After the rollouts and rollbacks of test_stack_rollout.py: no secret of the inventory in
+    the rollout journals and history next to the inventory, in the --json event stream and error
+    output of every inkdeploy command the stack tests ran, or in ansible-runner's private data
+    directories (deleted after each run: any left over is searched too)."""
+    secrets = _secrets(stack)
+    state = stack.inventory.parent / ".inkdeploy"
+    files = [p for p in state.rglob("*") if p.is_file()]
+    journals = [p for p in files if p.suffix == ".jsonl"]
+    assert journals and stack.transcripts, (
+        "no rollout journal or command output to search: run this module after "
+        "test_stack_rollout.py (the stack lane does)"
+    )
+    leftovers = [p for p in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*") if p.is_dir()]
+    files += [p for d in leftovers for p in d.rglob("*") if p.is_file()]
+    texts = {str(p): p.read_text(errors="replace") for p in files}
+    texts |= {f"command {i}": text for i, text in enumerate(stack.transcripts)}
+    leaks = {
+        where: sorted(name for name, value in secrets.items() if value in text)
+        for where, text in texts.items()
+    }
+    leaks = {where: names for where, names in leaks.items() if names}
+    print(
+        f"controller: {len(secrets)} secrets searched in {len(journals)} journals, "
+        f"{len(files) - len(journals)} other state files ({len(leftovers)} runner directories "
+        f"left over) and the output of {len(stack.transcripts)} commands"
+    )
+    assert leaks == {}
+
+
+def test_no_secret_in_any_host_log(stack: Stack) -> None:
+    """After site.yml, the rollouts and the rollbacks: no secret of the inventory in any host's
+    journal, in the load balancers' Nginx logs or in /var/log."""
+    secrets = _secrets(stack)
     groups = _groups(stack.inventory)
     leaks = {}
     scanned = 0
