@@ -256,6 +256,9 @@ class Executor:
                 },
             )
         elif isinstance(step, StopSlot):
+            arg = {"slots": step.slots, "scrape": step.scrape, "after_s": int(step.after_s)}
+            if self._fast("stop_slots", arg):
+                return
             self._playbook(
                 "rollout/stop-slot.yml",
                 {
@@ -265,6 +268,10 @@ class Executor:
                 },
             )
         elif isinstance(step, Record):
+            arg = {"app": self.ctx.policy.app, "live": step.live,
+                   "workers": list(step.workers), "version": step.version}  # fmt: skip
+            if self._fast("record", arg):
+                return
             self._playbook(
                 "rollout/record.yml",
                 {

@@ -1,13 +1,15 @@
 """The fleet actions a rollback and every weight step wait for, over the SSH fast path
 (inkdeploy/remote.py) instead of a playbook: read the fleet, the deploy lock, cancel a pending
 slot stop, move the load balancer weights, switch and restart the Celery workers on a release
-that is installed. Each method returns None when the fast path cannot
+that is installed, stop a slot (now or by a timer) with Prometheus's targets, record the live
+release on the hosts. Each method returns None when the fast path cannot
 serve it (turned off in the policy, or a host whose connection settings need Ansible); the
 caller then runs the equivalent playbook, which stays the reference implementation.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,45 @@ __all__ = ["FastPath", "RemoteError"]
 
 # How long `inkdeploy status` gives a load balancer to answer (a dead one costs this once).
 LB_READ_TIMEOUT_S = 4.0
+
+# Where rollout/record.yml writes the live release on a host (roles/app/tasks/follow_live.yml
+# reads it), and where Prometheus reads the app slots to scrape (roles/prometheus).
+LIVE_FILE = "/var/lib/inkdeploy/{app}-live.json"
+APP_TARGETS_FILE = "/etc/prometheus/file_sd/app.yml"
+APP_SLOT_PORTS = {"blue": 8001, "green": 8002}  # roles/prometheus: prometheus_ports.app_slots
+
+
+def nice_json(value: Any) -> str:
+    """What Ansible's to_nice_json writes (indent 4, sorted keys), plus the newline
+    record.yml adds: the fast path and the playbook leave the same bytes."""
+    return json.dumps(value, indent=4, sort_keys=True) + "\n"
+
+
+def app_targets_file(
+    app_hosts: tuple[str, ...],
+    scrape: dict[str, list[str]],
+    addresses: dict[str, str],
+    ports: dict[str, int],
+    default_slots: dict[str, str],
+) -> str:
+    """roles/prometheus/templates/app.yml.j2 as tasks_from app_targets renders it with
+    prometheus_app_slots=SCRAPE: each app host's slots in SCRAPE (else its app_slot), hosts
+    and slots sorted; the same bytes, so a later site.yml changes nothing."""
+    lines = [
+        "#",
+        "# Ansible managed",
+        "#",
+        "# App slots that should be serving: each is scraped, and one that does not answer raises",
+        "# AppSlotDown. The orchestrator rewrites this file when a rollout starts or stops a slot.",
+    ]
+    for host in sorted(app_hosts):
+        slots = scrape[host] if host in scrape else [default_slots.get(host) or "blue"]
+        for slot in sorted(slots):
+            lines.append(f'- targets: ["{addresses.get(host) or host}:{ports[slot]}"]')
+            lines.append(f'  labels: {{host: "{host}", slot: "{slot}"}}')
+    if not app_hosts:
+        lines.append("[]")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -36,6 +77,8 @@ class FastPath:
     down_lbs: frozenset[str] = frozenset()
     # worker host -> ops.workers.CeleryHost, for the Celery step ({}: the playbook does it)
     celery: dict[str, Any] = field(default_factory=dict)
+    # hosts of group monitoring: Prometheus's app targets follow the slots
+    monitoring: tuple[str, ...] = ()
 
     @property
     def live_lbs(self) -> tuple[str, ...]:
@@ -61,6 +104,7 @@ class FastPath:
             hostvars=env.hostvars,
             enabled=env.policy.fast_path,
             celery=celery,
+            monitoring=tuple(env.groups.get("monitoring", ())),
         )
 
     def serves(self, hosts: tuple[str, ...] | list[str]) -> bool:
@@ -146,6 +190,72 @@ class FastPath:
         return self.remote.payload_each(
             "inkdeploy_slots", params, timeout_s=timeout_s, patience_s=READ_PATIENCE_S
         )
+
+    def _app_name(self, host: str) -> str:
+        return str(self.hostvars.get(host, {}).get("app_name") or self.app)
+
+    def stop_slots(self, arg: dict[str, Any]) -> dict[str, Any] | None:
+        """rollout/stop-slot.yml: on each host of arg["slots"] ({host: slot}) cancel a pending
+        stop of the slot, then stop it now or (arg["after_s"] > 0) by a transient timer that
+        much later; then Prometheus's app targets become arg["scrape"] on every monitoring
+        host. None, before anything is touched: the playbook must do it."""
+        slots: dict[str, str] = arg["slots"]
+        scrape: dict[str, list[str]] | None = arg.get("scrape")
+        targets = self._targets(scrape) if scrape is not None and self.monitoring else None
+        hosts = tuple(slots) + (self.monitoring if targets is not None else ())
+        if not self.serves(hosts) or (scrape is not None and self.monitoring and not targets):
+            return None
+        params = {
+            host: {
+                "unit": f"{self._app_name(host)}@{slot}.service",
+                "timer": f"inkdeploy-stop-{self._app_name(host)}-{slot}",
+                "after_s": int(arg.get("after_s") or 0),
+            }
+            for host, slot in slots.items()
+        }
+        if "{{" in str(params):  # an app_name Ansible would template first
+            return None
+        done: dict[str, Any] = {"slots": self.remote.payload("stop_slot", params, timeout_s=120)}
+        if targets is not None:
+            files = {"files": [{"path": APP_TARGETS_FILE, "content": targets, "mode": "0644"}]}
+            done["targets"] = self.remote.payload(
+                "state_files", {host: files for host in self.monitoring}, timeout_s=30
+            )
+        return done
+
+    def _targets(self, scrape: dict[str, list[str]]) -> str | None:
+        """The app targets file for SCRAPE, or None when a value needs Ansible's templating
+        or the monitoring hosts disagree on the slots' ports."""
+
+        def ports_of(host: str) -> dict[str, Any]:
+            ports = (self.hostvars.get(host, {}).get("prometheus_ports") or {}).get("app_slots")
+            return {**APP_SLOT_PORTS, **(ports or {})}
+
+        ports = ports_of(self.monitoring[0])
+        if any(ports_of(m) != ports for m in self.monitoring):
+            return None
+        hostvars = {h: self.hostvars.get(h, {}) for h in self.app_hosts}
+        addresses = {h: str(v.get("ansible_host") or h) for h, v in hostvars.items()}
+        defaults = {h: str(v.get("app_slot") or "blue") for h, v in hostvars.items()}
+        if "{{" in str((ports, addresses, defaults)):
+            return None
+        return app_targets_file(self.app_hosts, scrape, addresses, ports, defaults)
+
+    def record(self, arg: dict[str, Any]) -> dict[str, Any] | None:
+        """rollout/record.yml: the live release and slot on each app host of arg["live"], the
+        workers' release on each host of arg["workers"] (written last, as the playbook's second
+        play does), in /var/lib/inkdeploy/APP-live.json. None: the playbook must do it."""
+        contents = {host: nice_json(state) for host, state in arg["live"].items()}
+        for host in arg.get("workers") or ():
+            contents[host] = nice_json({"version": arg["version"]})
+        if not self.serves(tuple(contents)):
+            return None
+        path = LIVE_FILE.format(app=arg["app"])
+        params = {
+            host: {"files": [{"path": path, "content": text, "mode": "0644"}]}
+            for host, text in contents.items()
+        }
+        return self.remote.payload("state_files", params, timeout_s=30)
 
     # -- Celery workers ---------------------------------------------------------------------
     def celery_release(self, arg: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
