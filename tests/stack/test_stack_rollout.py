@@ -331,7 +331,9 @@ def test_blue_green_to_v2_then_rollback_is_an_lb_switch_of_seconds(
     # the dev lab; the bound leaves room for CI's two lanes on two cores
     assert switched < 10
     fast = {e["action"] for e in back.of("fast_path")}
-    assert {"keep_slots", "set_weights"} <= fast, fast
+    # every step of the rollback goes over the fast path: no playbook at all
+    assert {"keep_slots", "set_weights", "stop_slots", "record", "celery_release"} <= fast, fast
+    assert back.of("playbook") == [], back.of("playbook")
     assert live(stack) == {V1: 200}
     no_failures(report)
     assert report.requests > 1000
