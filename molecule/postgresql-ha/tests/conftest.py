@@ -7,6 +7,7 @@ The failover drill's playbooks record what they did in MOLECULE_EPHEMERAL_DIRECT
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shlex
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 import testinfra
 import yaml
+from cryptography import x509
 
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "."))
 INVENTORY = EPHEMERAL / "inventory" / "lab.yml"
@@ -122,6 +124,22 @@ class Cluster:
         """Run QUERY with psql on MEMBER as postgres; return the unaligned output."""
         command = f"runuser -u postgres -- psql -X -At -d {database} -c {shlex.quote(query)}"
         return self.host(member).check_output(command)
+
+
+def assert_member_certificate(host, cluster: Cluster, pki: Path, installed: str) -> None:
+    """INSTALLED (a path on HOST) is the certificate the internal CA in PKI (on the controller)
+    signed for this member: the member's address and name as SANs, at most 365 days, and the
+    CA key readable by its owner only."""
+    name = host.backend.get_hostname()
+    served = host.file(installed).content_string.strip()
+    assert served == (pki / f"{name}.crt").read_text().strip()
+    cert = x509.load_pem_x509_certificate(served.encode())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert cluster.addresses[name] in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert name in sans.get_values_for_type(x509.DNSName)
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime <= datetime.timedelta(days=365), lifetime
+    assert (pki / "ca.key").stat().st_mode & 0o077 == 0
 
 
 class Committer:

@@ -9,7 +9,6 @@ gateway Patroni uses as well)."""
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import shlex
 import ssl
@@ -18,9 +17,8 @@ import urllib.request
 
 import pytest
 import yaml
-from cryptography import x509
 
-from conftest import EPHEMERAL, INVENTORY, LEADER_ROLES
+from conftest import EPHEMERAL, INVENTORY, LEADER_ROLES, assert_member_certificate
 
 # the members only; backup1 is reached through cluster.host()
 testinfra_hosts = ["ansible://db"]
@@ -143,17 +141,7 @@ def test_patroni_keeps_a_leader_and_streaming_replicas(cluster):
 def test_member_tls_files_and_certificates(host, cluster):
     key = host.file("/etc/etcd/tls/member.key")
     assert (key.user, key.group, key.mode) == ("etcd", "etcd", 0o600)
-    name = host.backend.get_hostname()
-    cert = x509.load_pem_x509_certificate((PKI / f"{name}.crt").read_bytes())
-    assert host.file("/etc/etcd/tls/member.crt").content_string.strip() == (
-        (PKI / f"{name}.crt").read_text().strip()
-    )
-    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert cluster.addresses[name] in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
-    assert name in sans.get_values_for_type(x509.DNSName)
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    assert lifetime <= datetime.timedelta(days=365), lifetime
-    assert (PKI / "ca.key").stat().st_mode & 0o077 == 0
+    assert_member_certificate(host, cluster, PKI, "/etc/etcd/tls/member.crt")
     # Patroni trusts the same CA and logs in over https
     config = yaml.safe_load(host.file("/etc/patroni/config.yml").content_string)
     etcd3 = config["etcd3"]

@@ -7,7 +7,6 @@ so the refusals below are TLS's doing, not the firewall's or a missing rule's.""
 
 from __future__ import annotations
 
-import datetime
 import ssl
 import urllib.error
 import urllib.request
@@ -15,9 +14,8 @@ import urllib.request
 import psycopg
 import pytest
 import yaml
-from cryptography import x509
 
-from conftest import EPHEMERAL, PG_CA
+from conftest import EPHEMERAL, PG_CA, assert_member_certificate
 
 testinfra_hosts = ["ansible://db"]
 
@@ -97,18 +95,9 @@ def test_patroni_api_is_https_with_the_member_certificate(cluster):
 
 
 def test_member_tls_files_and_certificate(host, cluster):
-    name = host.backend.get_hostname()
     key = host.file(f"{TLS_DIR}/server.key")
     assert (key.user, key.group, key.mode) == ("postgres", "postgres", 0o600)
-    served = host.file(f"{TLS_DIR}/server.crt").content_string.strip()
-    assert served == (PKI / f"{name}.crt").read_text().strip()
-    cert = x509.load_pem_x509_certificate(served.encode())
-    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert cluster.addresses[name] in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
-    assert name in sans.get_values_for_type(x509.DNSName)
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    assert lifetime <= datetime.timedelta(days=366), lifetime
-    assert (PKI / "ca.key").stat().st_mode & 0o077 == 0
+    assert_member_certificate(host, cluster, PKI, f"{TLS_DIR}/server.crt")
     # Patroni serves its API with the same certificate and patronictl trusts the CA
     config = yaml.safe_load(host.file("/etc/patroni/config.yml").content_string)
     assert config["restapi"]["certfile"] == f"{TLS_DIR}/server.crt"
