@@ -200,10 +200,8 @@ class FastPath:
         much later; then Prometheus's app targets become arg["scrape"] on every monitoring
         host. None, before anything is touched: the playbook must do it."""
         slots: dict[str, str] = arg["slots"]
-        scrape: dict[str, list[str]] | None = arg.get("scrape")
-        targets = self._targets(scrape) if scrape is not None and self.monitoring else None
-        hosts = tuple(slots) + (self.monitoring if targets is not None else ())
-        if not self.serves(hosts) or (scrape is not None and self.monitoring and not targets):
+        targets = self._targets(arg["scrape"]) if self.monitoring else None
+        if (self.monitoring and targets is None) or not self.serves(tuple(slots) + self.monitoring):
             return None
         params = {
             host: {
