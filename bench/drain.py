@@ -17,10 +17,10 @@ Changes only the host's load balancer weights, and gives them back.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
+from figures import spread  # bench/figures.py: python puts bench/ first on sys.path
 from inkdeploy.inventory import load_environment
 from inkdeploy.lab.drill import drain_drill
 
@@ -63,15 +63,11 @@ def main() -> int:
     failed = sum(r[3].failed for r in rows)
     print(f"\ndrain {args.host} under {args.rate:g} requests/s, {args.runs} runs; seconds, median "
           "(min-max)")  # fmt: skip
-    print(f"  drain command     {_spread(drains)}")
-    print(f"  undrain command   {_spread(undrains)}")
-    print(f"  no connection     {_spread(idles) if idles else 'not seen'} after the drain began")
+    print(f"  drain command     {spread(drains)}")
+    print(f"  undrain command   {spread(undrains)}")
+    print(f"  no connection     {spread(idles) if idles else 'not seen'} after the drain began")
     print(f"  requests          {requests}, failed {failed}")
     return 1 if failed else 0
-
-
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 if __name__ == "__main__":

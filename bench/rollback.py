@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from figures import spread  # bench/figures.py: python puts bench/ first on sys.path
 from inkdeploy.inventory import load_environment
 from inkdeploy.loadgen import LoadConfig, LoadGenerator
 
@@ -133,11 +134,11 @@ def main() -> int:
     print(f"\nrollback after a blue-green rollout to {args.to}, {args.runs} runs each, "
           "in turns; seconds, median (min-max)")  # fmt: skip
     for kind, rows in results.items():
-        print(f"  {kind:9}  traffic back {_spread([r[0] for r in rows])}"
-              f"   command {_spread([r[1] for r in rows])}")  # fmt: skip
+        print(f"  {kind:9}  traffic back {spread([r[0] for r in rows])}"
+              f"   command {spread([r[1] for r in rows])}")  # fmt: skip
         names = sorted({n for r in rows for n in r[2]})
         for name in names:
-            print(f"             {name:32} {_spread([r[2].get(name, 0.0) for r in rows])}")
+            print(f"             {name:32} {spread([r[2].get(name, 0.0) for r in rows])}")
     if len(results) == 2:
         ratio = statistics.median(r[1] for r in results["playbooks"]) / statistics.median(
             r[1] for r in results["fast"]
@@ -145,10 +146,6 @@ def main() -> int:
         print(f"  the command over the fast path is {ratio:.1f}x faster (medians, same lab)")
     print(f"  requests failed during the rollouts and rollbacks: {failed}")
     return 1 if failed else 0
-
-
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from figures import spread  # bench/figures.py: python puts bench/ first on sys.path
 from inkdeploy.inventory import load_environment
 from inkdeploy.loadgen import LoadConfig, LoadGenerator
 
@@ -145,15 +145,11 @@ def main() -> int:
     failed = sum(r[2].failed for r in rows)
     print(f"\nrollback with {args.down} killed, {args.runs} runs, load through {lbs[0]}; seconds, "
           "median (min-max)")  # fmt: skip
-    print(f"  traffic back      {_spread(switched)}")
-    print(f"  command           {_spread(commands)}")
+    print(f"  traffic back      {spread(switched)}")
+    print(f"  command           {spread(commands)}")
     print(f"  requests          {sum(r[2].requests for r in rows)}, failed {failed}, raw resets "
           f"{sum(r[2].raw_resets for r in rows)}")  # fmt: skip
     return 1 if failed else 0
-
-
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from figures import spread  # bench/figures.py: python puts bench/ first on sys.path
 from inkdeploy.inventory import load_environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,16 +112,12 @@ def main() -> int:
           "seconds, median (min-max)")  # fmt: skip
     print(f"{'scenario':<22} {'wall':>18} {'in command':>18}  named as")
     for name, walls, inside, where in rows:
-        print(f"{name:<22} {_spread(walls):>18} {_spread(inside):>18}  {where}")
+        print(f"{name:<22} {spread(walls):>18} {spread(inside):>18}  {where}")
     missed = [name for name, *_rest, where in rows if where == "NOT NAMED"]
     if missed:
         print(f"status did not name the host down in: {', '.join(missed)}")
         return 1
     return 0
-
-
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 if __name__ == "__main__":
