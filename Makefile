@@ -73,8 +73,10 @@ build-test: venv
 lab-test: deps
 	$(BIN)/pytest -q -m lab tests/lab
 
-# site.yml on a five-host lab, then HTTPS, the page, Celery, TLS scan, idempotence, drain, kill,
-# then every rollout strategy, bad canaries, rollback, SIGKILL (-rP prints the figures they measure).
+# site.yml on a seven-host lab, then the monitoring checks (targets, rules, an alert through
+# Alertmanager to a test receiver), HTTPS, the page, Celery, TLS scan, idempotence, drain, kill,
+# backup and restore, every rollout strategy, bad canaries, rollback, SIGKILL, the security
+# checks (-rP prints the figures they measure).
 stack-test: deps
 	$(BIN)/pytest -q -rP --durations=15 -m stack tests/stack
 

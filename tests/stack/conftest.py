@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from inkdeploy.lab.drill import PlaybookRun, inventory_address, lab_inventory, run_playbook
 
@@ -21,6 +22,9 @@ from inkdeploy.lab.drill import PlaybookRun, inventory_address, lab_inventory, r
 LAB = os.environ.get("INKDEPLOY_STACK_LAB", "stack")
 SUBNET = os.environ.get("INKDEPLOY_STACK_SUBNET", "10.77.41.0/24")
 VERSION = "1.0.0"
+# Alertmanager's receiver on the monitoring hosts: test_monitoring.py runs a test webhook
+# receiver there (tests/stack/files/webhook_receiver.py).
+WEBHOOK_URL = "http://127.0.0.1:9999/alerts"
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("inkdeploy"))
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
@@ -53,6 +57,33 @@ class Stack:
 
     def on(self, host: str, *cmd: str) -> subprocess.CompletedProcess[str]:
         return inkdeploy("lab", "exec", "--lab", LAB, host, "--", *cmd, timeout=120)
+
+
+def inventory_groups(inventory: Path) -> dict[str, list[str]]:
+    """Group -> its hosts (children included), and "all", as ansible-inventory sees them."""
+    proc = subprocess.run(
+        ["ansible-inventory", "-i", str(inventory), "--list"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    data = yaml.safe_load(proc.stdout)
+
+    def hosts(group: str) -> set[str]:
+        found = set(data.get(group, {}).get("hosts", []))
+        for child in data.get(group, {}).get("children", []):
+            found |= hosts(child)
+        return found
+
+    names = [g for g in data if g not in ("_meta", "all", "ungrouped")]
+    return {g: sorted(hosts(g)) for g in names} | {"all": sorted(hosts("all"))}
+
+
+def write_test_host_vars(inventory: Path) -> None:
+    """What the stack lab sets beyond the lab's group_vars: the monitoring hosts' Alertmanager
+    sends to the test receiver. Written before site.yml, so the second run changes nothing."""
+    for host in inventory_groups(inventory)["monitoring"]:
+        path = inventory.parent / "host_vars" / f"{host}.yml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump({"alertmanager_webhook_urls": [WEBHOOK_URL]}))
 
 
 def lb_addresses(inventory: Path) -> tuple[str, ...]:
@@ -90,6 +121,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )  # fmt: skip
     assert up.returncode == 0, up.stdout + up.stderr
     json.loads(up.stdout)
+    write_test_host_vars(inventory)
     artifact = dist / f"inkapp-{VERSION}.tar.gz"
     first = run_playbook("site.yml", inventory, {"app_artifact": str(artifact)})
     try:
