@@ -25,7 +25,7 @@ from types import FrameType
 
 MOLECULE = str(Path(sys.executable).with_name("molecule"))
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
-_STEP = re.compile(r"➜ (\S+): Executing")
+_STEP = re.compile(r"➜ (\S+): Executing\s*$")
 
 
 def run_timed(proc: subprocess.Popen[bytes]) -> list[tuple[str, float]]:
