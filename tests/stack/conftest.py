@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inkdeploy.lab.drill import PlaybookRun, inventory_address, lab_inventory, run_playbook
+from inkdeploy.lab.drill import (
+    PlaybookRun,
+    inventory_address,
+    inventory_groups,
+    lab_inventory,
+    run_playbook,
+)
 
 # INKDEPLOY_STACK_LAB with INKDEPLOY_STACK_REUSE: the name of a lab that is already up.
 LAB = os.environ.get("INKDEPLOY_STACK_LAB", "stack")
@@ -57,24 +63,6 @@ class Stack:
 
     def on(self, host: str, *cmd: str) -> subprocess.CompletedProcess[str]:
         return inkdeploy("lab", "exec", "--lab", LAB, host, "--", *cmd, timeout=120)
-
-
-def inventory_groups(inventory: Path) -> dict[str, list[str]]:
-    """Group -> its hosts (children included), and "all", as ansible-inventory sees them."""
-    proc = subprocess.run(
-        ["ansible-inventory", "-i", str(inventory), "--list"],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    data = yaml.safe_load(proc.stdout)
-
-    def hosts(group: str) -> set[str]:
-        found = set(data.get(group, {}).get("hosts", []))
-        for child in data.get(group, {}).get("children", []):
-            found |= hosts(child)
-        return found
-
-    names = [g for g in data if g not in ("_meta", "all", "ungrouped")]
-    return {g: sorted(hosts(g)) for g in names} | {"all": sorted(hosts("all"))}
 
 
 def write_test_host_vars(inventory: Path) -> None:

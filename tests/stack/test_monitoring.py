@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from inkdeploy.lab.drill import inventory_address
+from inkdeploy.lab.drill import inventory_address, inventory_groups
 from inkdeploy.loadgen import LoadConfig, LoadGenerator
 
-from .conftest import REPO, VERSION, WEBHOOK_URL, Stack, inventory_groups
+from .conftest import REPO, VERSION, WEBHOOK_URL, Stack
 
 pytestmark = pytest.mark.stack
 
@@ -38,7 +39,8 @@ class Monitoring:
     stack: Stack
     host: str  # the monitoring host: Prometheus, Alertmanager and the test receiver
     address: str
-    groups: dict[str, list[str]]
+    groups: dict[str, list[str]]  # the lab inventory's groups
+    hosts: list[str]  # every host of the lab
 
     def api(self, path: str, **params: str) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
@@ -63,11 +65,11 @@ class Monitoring:
         self, status: str, alertname: str, labels: dict[str, str], timeout: float
     ) -> tuple[dict[str, Any], float]:
         """The first alert of that name, status and labels the receiver got; when it was seen."""
+        wanted = {"alertname": alertname, **labels}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for note in self.notifications():
                 for alert in note["alerts"]:
-                    wanted = {"alertname": alertname, **labels}
                     same = all(alert["labels"].get(k) == v for k, v in wanted.items())
                     if same and alert["status"] == status:
                         return alert, time.time()
@@ -91,7 +93,9 @@ def mon(stack: Stack) -> Iterator[Monitoring]:
                        "/usr/bin/python3", "-c", RECEIVER.read_text(), RECEIVED)  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
     try:
-        yield Monitoring(stack, host, inventory_address(stack.inventory, host), groups)
+        hosts = sorted(yaml.safe_load(stack.inventory.read_text())["all"]["hosts"])
+        address = inventory_address(stack.inventory, host)
+        yield Monitoring(stack, host, address, groups, hosts)
     finally:
         stack.on(host, "systemctl", "stop", "webhook-receiver")
 
@@ -112,7 +116,7 @@ def test_every_scrape_target_is_up(mon: Monitoring) -> None:
     assert not down, f"targets down: {down}"
     assert {r["metric"]["job"] for r in up} == JOBS
     nodes = sorted(r["metric"]["host"] for r in up if r["metric"]["job"] == "node")
-    assert nodes == mon.groups["all"]
+    assert nodes == mon.hosts
     # one app target per app host: the slot that serves
     apps = sorted(r["metric"]["host"] for r in up if r["metric"]["job"] == "app")
     assert apps == mon.groups["app"]

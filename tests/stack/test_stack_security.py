@@ -20,7 +20,7 @@ import yaml
 from inkdeploy.lab.drill import inventory_address
 from inkdeploy.runner import PRIVATE_PREFIX
 
-from .conftest import Stack, inventory_groups
+from .conftest import Stack
 
 pytestmark = pytest.mark.stack
 
@@ -28,6 +28,23 @@ REPO = Path(__file__).resolve().parents[2]
 COMMON = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
 PROBE_TIMEOUT_S = 3
 PG_TLS_DIR = "/etc/postgresql/15/inkdeploy/tls"  # roles/postgresql: postgresql_config_dir/tls
+
+
+def _groups(inventory: Path) -> dict[str, list[str]]:
+    proc = subprocess.run(
+        ["ansible-inventory", "-i", str(inventory), "--list"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    data = yaml.safe_load(proc.stdout)
+
+    def hosts(group: str) -> set[str]:
+        found = set(data.get(group, {}).get("hosts", []))
+        for child in data.get(group, {}).get("children", []):
+            found |= hosts(child)
+        return found
+
+    names = [g for g in data if g not in ("_meta", "all", "ungrouped")]
+    return {g: sorted(hosts(g)) for g in names} | {"all": sorted(hosts("all"))}
 
 
 def expected_firewall(groups: dict[str, list[str]]) -> dict[tuple[str, int], set[str] | None]:
@@ -78,7 +95,7 @@ def probe(stack: Stack, source: str, targets: list[tuple[str, int]]) -> dict[tup
 def test_every_service_port_admits_only_its_groups(stack: Stack) -> None:
     """From a lab host outside a port's source groups the port is dropped; from one inside it
     gets through. Every host, every restricted TCP port of the common role's defaults."""
-    groups = inventory_groups(stack.inventory)
+    groups = _groups(stack.inventory)
     address = {h: inventory_address(stack.inventory, h) for h in groups["all"]}
     expected = expected_firewall(groups)
     denied: dict[str, list[tuple[str, int]]] = defaultdict(list)
@@ -190,7 +207,7 @@ def test_postgresql_takes_only_verified_tls_from_an_app_host(stack: Stack) -> No
 
 
 def test_sshd_refuses_passwords_on_every_host(stack: Stack) -> None:
-    groups = inventory_groups(stack.inventory)
+    groups = _groups(stack.inventory)
     tried = 0
     for host in groups["all"]:
         proc = subprocess.run(
@@ -252,7 +269,7 @@ def test_no_secret_in_any_host_log(stack: Stack) -> None:
     """After site.yml, the rollouts and the rollbacks: no secret of the inventory in any host's
     journal, in the load balancers' Nginx logs or in /var/log."""
     secrets = _secrets(stack)
-    groups = inventory_groups(stack.inventory)
+    groups = _groups(stack.inventory)
     leaks = {}
     scanned = 0
     for host in groups["all"]:
