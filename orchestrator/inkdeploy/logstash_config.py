@@ -5,7 +5,7 @@ output), plugins and their attributes (strings, numbers, barewords, arrays, hash
 plugins such as codecs), and conditionals (if / else if / else with selectors, strings, regexes,
 comparisons, in / not in, and / or, !, parentheses). It does not know which plugins or options
 exist. Used on the logstash role's rendered pipeline by tests/unit/test_grafana_elk.py and on the
-file a lab host really has by molecule/elk/tests/test_elk.py.
+file a lab host really has by tests/stack/test_observability_roles.py.
 
     >>> parse_logstash_config('input { beats { port => 5044 } } output { stdout { } }')
     {'input': ['beats'], 'output': ['stdout']}

@@ -1,7 +1,8 @@
 """End-to-end tests of the whole stack: playbooks/site.yml on a lab of the `small` topology
 (two load balancers, two app servers, a worker with beat, one data host), then HTTPS through the
-load balancers, the page's write, the Celery round trip, a TLS scan, idempotence, a broken
-template, a drain and a hard kill under load."""
+load balancers, the page's write, the Celery round trip, a TLS scan, a broken template, a drain
+and a hard kill under load; site.yml's second run, after the rollouts, is the idempotence check
+(test_stack_rollout.py)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert up.returncode == 0, up.stdout + up.stderr
     json.loads(up.stdout)
     write_test_host_vars(inventory)
+    # The vendor packages' local repository on the lab bridge, as a lab with the Grafana and
+    # Elastic .debs would have it (empty here: those roles end with their named skip, after apt
+    # read the source); test_observability_roles.py checks either way.
+    repo_state = {"vendor_repo_state_dir": str(work)}
+    serve = run_playbook("vendor-repo-serve.yml", inventory, repo_state)
+    assert serve.rc == 0, serve.tail()
     artifact = dist / f"inkapp-{VERSION}.tar.gz"
     first = run_playbook("site.yml", inventory, {"app_artifact": str(artifact)})
     try:
@@ -122,5 +129,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             lbs=lb_addresses(inventory),
         )
     finally:
+        run_playbook("vendor-repo-stop.yml", inventory, repo_state)
         down = inkdeploy("lab", "down", "--lab", LAB)
         assert down.returncode == 0, down.stdout + down.stderr
