@@ -74,9 +74,10 @@ lab-test: deps
 	$(BIN)/pytest -q -m lab tests/lab
 
 # site.yml on a seven-host lab, then the monitoring checks (targets, rules, an alert through
-# Alertmanager to a test receiver), HTTPS, the page, Celery, TLS scan, idempotence, drain, kill,
-# backup and restore, every rollout strategy, bad canaries, rollback, SIGKILL, the security
-# checks (-rP prints the figures they measure).
+# Alertmanager to a test receiver), what the Grafana and ELK roles rendered, HTTPS, the page,
+# Celery, the app hosts, TLS scan, drain, kill, backup and restore, every rollout strategy, bad
+# canaries, rollback, SIGKILL, site.yml again (keeps what is live, changes nothing else), the
+# security checks (-rP prints the figures they measure).
 stack-test: deps
 	$(BIN)/pytest -q -rP --durations=15 -m stack tests/stack
 

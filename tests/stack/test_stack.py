@@ -105,6 +105,9 @@ def test_the_page_writes_to_postgresql_and_celery_answers(stack: Stack) -> None:
     after_post = opener.open(request, timeout=10).read().decode()  # POST, then its redirect
     assert note in after_post, "the visit written to PostgreSQL is not listed"
     assert int(re.search(r'id="visits">(\d+)<', after_post).group(1)) == before + 1
+    # the write invalidated the cached count; the next request reads it from Redis
+    assert "counted in PostgreSQL" in after_post
+    assert "read from the Redis cache" in opener.open(stack.url, timeout=10).read().decode()
     # The task the POST queued runs on worker1 and its result comes back through Redis.
     deadline, state, result = time.monotonic() + 30, None, None
     while time.monotonic() < deadline:
@@ -120,6 +123,44 @@ def test_the_page_writes_to_postgresql_and_celery_answers(stack: Stack) -> None:
     assert "from worker1" in page
     # Beat (exactly one, on worker1) schedules a heartbeat every 10 s.
     assert re.search(r'id="beat">\d{4}-\d\d-\d\dT', page), "Celery beat has not run"
+
+
+def test_app_hosts_run_the_release_as_the_app_role_wrote_it(stack: Stack) -> None:
+    """What the app role leaves on each app host after site.yml: the live slot's unit, the
+    private environment file with the data tier's settings, Gunicorn trusting forwarded headers
+    from the load balancers only, JSON access logs, the release log, the migrations, and the
+    release unpacked completely."""
+    home, lbs = "/srv/inkapp", ",".join(stack.lbs)
+    for host in ("app1", "app2"):
+        props = stack.on(host, "systemctl", "show", "--property=Type,TimeoutStopUSec,KillSignal,"
+                         "User,ActiveState", "inkapp@blue.service").stdout  # fmt: skip
+        for expected in ("Type=notify", "TimeoutStopUSec=40s", "KillSignal=15", "User=inkapp",
+                         "ActiveState=active"):  # fmt: skip
+            assert expected in props.splitlines(), (host, props)
+        env = stack.on(host, "stat", "-c", "%U %G %a", "/etc/inkapp/env").stdout.split()
+        assert env == ["root", "root", "600"], (host, env)
+        content = stack.on(host, "cat", "/etc/inkapp/env").stdout
+        assert "DJANGO_SETTINGS_MODULE=inkdeploy_release.settings" in content
+        assert "target_session_attrs=read-write" in content
+        assert re.search(r"^INKDEPLOY_REDIS_SENTINELS=\S+:26379", content, re.M), host
+        assert re.search(r"^INKDEPLOY_DATABASE_PASSWORD=\S", content, re.M), host
+        conf = stack.on(host, "cat", f"{home}/gunicorn.conf.py").stdout
+        assert f"forwarded_allow_ips = {json.dumps(lbs)}" in conf, (host, conf)
+        log = stack.on(host, "cat", "/var/log/inkapp/access-blue.json").stdout
+        records = [json.loads(line) for line in log.splitlines() if line.strip()]
+        assert records, f"{host} logged no request"
+        assert {(r["version"], r["slot"]) for r in records} == {(VERSION, "blue")}
+        assert all(isinstance(r["status"], int) and r["duration_ms"] >= 0 for r in records)
+        releases = stack.on(host, "cat", "/var/log/inkapp/releases.log").stdout.splitlines()
+        assert len(releases) == 1 and f"slot=blue version={VERSION} previous=none" in releases[0]
+        marker = json.loads(stack.on(host, "cat", f"{home}/releases/{VERSION}/.installed").stdout)
+        assert marker["version"] == VERSION
+        static = stack.on(host, "test", "-f", f"{home}/releases/{VERSION}/static/inkapp/style.css")
+        assert static.returncode == 0, host
+    admin = f"{home}/slots/blue/venv/bin/django-admin"
+    migrations = stack.on("app1", "sh", "-c", "cd /tmp && set -a && . /etc/inkapp/env && "
+                          f"{admin} showmigrations inkapp")  # fmt: skip
+    assert "[X] 0001_initial" in migrations.stdout, migrations.stdout + migrations.stderr
 
 
 def test_tls_scan_shows_only_tls12_tls13_and_intermediate_ciphers(stack: Stack) -> None:
@@ -172,12 +213,6 @@ def test_fast_path_weights_serve_at_once_and_leave_what_the_role_would_write(
     assert same.rc == 0 and same.changed == dict.fromkeys(same.recap, 0), same.tail(60)
     back = session.fast.set_weights({"app1:blue": 100, "app2:blue": 100})
     assert back is not None and all(r["changed"] for r in back.values())
-
-
-def test_a_second_site_yml_run_changes_nothing(stack: Stack) -> None:
-    run = stack.playbook("site.yml")
-    assert run.rc == 0, run.tail()
-    assert run.changed == dict.fromkeys(run.recap, 0), run.tail(120)
 
 
 def nginx_files(stack: Stack) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inkdeploy.lab.drill import run_playbook
+from inkdeploy.lab.drill import inventory_groups, run_playbook
 from inkdeploy.loadgen import LoadConfig, LoadGenerator, Report
 
 from .conftest import CLI, LAB, REPO, Stack, inkdeploy
@@ -31,6 +31,10 @@ from .conftest import CLI, LAB, REPO, Stack, inkdeploy
 pytestmark = pytest.mark.stack
 
 V1, V2, BAD_ERRORS, BAD_LATENCY = "1.0.0", "2.0.0", "3.0.0", "3.0.1"
+# Requests/s through the load balancers during every rollout test. 50 is enough for the gates
+# (the canary host gets 5/s at its 10 % step, 25 requests per 5 s scrape) and leaves CI's two
+# cores to the lab: the load generator, Nginx and Gunicorn share them with Ansible.
+LOAD_RATE = 50
 
 
 @dataclass
@@ -152,7 +156,7 @@ def load(stack: Stack) -> Iterator[LoadGenerator]:
     # The site's name stands for both load balancers (DNS round robin): connections alternate.
     gen = LoadGenerator(
         LoadConfig(
-            stack.url, cacert=str(stack.cacert), rate=100, concurrency=8, addresses=stack.lbs
+            stack.url, cacert=str(stack.cacert), rate=LOAD_RATE, concurrency=8, addresses=stack.lbs
         )
     ).start()
     try:
@@ -459,7 +463,8 @@ def test_canary_to_v2_two_started_at_once_one_runs_the_other_is_refused(
     no_failures(report)
     print(f"\ncanary {V1} -> {V2}: {report.requests} requests, {report.failed} failed, "
           f"{report.raw_resets} raw resets")  # fmt: skip
-    assert report.requests >= 10_000
+    # the whole canary under the full offered load: no request left unsent
+    assert report.requests >= 5_000 and report.requests >= 0.95 * report.offered
     both_lbs_served(stack, report)
     assert live(stack) == {V2: 200}
     judged = [g for g in run.of("gate") if g["kind"] == "judge"]
@@ -740,12 +745,21 @@ def test_a_database_outage_during_a_canary_pauses_it_instead_of_blaming_the_rele
     assert report.failed > 0  # the outage was real: both releases failed requests
 
 
-def test_site_yml_after_the_rollouts_keeps_what_is_live(stack: Stack, load: LoadGenerator) -> None:
+# What a re-converge after rollouts may change: the rollouts installed releases (the bad canaries'
+# too) on every app and worker host, and the app role prunes all but the newest few that no slot
+# uses. Nothing else: this run is also the stack's idempotence check (site.yml's first run is
+# the converge; the tests in between change only releases, weights and data).
+PRUNE = "app : Remove old releases, never one a slot uses or app_keep_versions names; keep 3"
+
+
+def test_site_yml_after_the_rollouts_keeps_what_is_live_and_changes_nothing_else(
+    stack: Stack, load: LoadGenerator
+) -> None:
     """The inventory still says 1.0.0 in blue, and site.yml is given the 1.0.0 artifact with -e;
     the rollouts moved slots around and left 2.0.0 live. A plain re-converge must deploy what is
-    live (recorded on the hosts), not undo it nor trip over the artifact of another version.
-    The old slots' stop timers the rollouts left are fired first: one firing during the run
-    would stop a slot that site.yml never touched."""
+    live (recorded on the hosts), not undo it nor trip over the artifact of another version, and
+    change nothing but the pruning of old releases. The old slots' stop timers the rollouts left
+    are fired first: one firing during the run would stop a slot that site.yml never touched."""
     print(f"\nfired pending slot stops first: {fire_pending_slot_stops(stack) or 'none'}")
     before = status(stack)
     assert before["fleet"]["live_versions"] == {V2: 200}
@@ -753,16 +767,19 @@ def test_site_yml_after_the_rollouts_keeps_what_is_live(stack: Stack, load: Load
     run = stack.playbook("site.yml")
     report = load.stop()
     assert run.rc == 0, run.tail()
+    changed = run.changed_tasks
+    print(f"site.yml after the rollouts: {run.seconds:.0f} s, changed: {changed or 'nothing'}")
+    release_hosts = set(inventory_groups(stack.inventory)["app"]) | {"worker1"}
+    assert set(changed) <= {PRUNE} and changed.get(PRUNE, set()) <= release_hosts, run.tail(150)
+    # every change the recap counts is one of those (the output's parse missed none)
+    assert {h for h, n in run.changed.items() if n} == set().union(*changed.values()), run.recap
     after = status(stack)
     assert after["fleet"]["live_versions"] == before["fleet"]["live_versions"]
     assert fleet_view(stack) == {
         host: {slot: (s["version"], s["active"], s["weight"]) for slot, s in h["slots"].items()}
         for host, h in before["fleet"]["hosts"].items()
     }
-    # the LBs' weights were not touched, and the workers neither moved nor restarted (site.yml
-    # may prune an old release on worker1, as on the app hosts: rollouts install every release,
-    # the bad canaries' too, on both)
-    assert not any(run.changed.get(h, 0) for h in ("lb1", "lb2")), run.changed
+    # the workers neither moved nor restarted (the prune never touches what the celery slot uses)
     assert worker_release_and_pids(stack) == workers_before
     no_failures(report)
     targets = stack.on("data1", "cat", "/etc/prometheus/file_sd/app.yml").stdout

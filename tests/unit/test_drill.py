@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from inkdeploy.lab.drill import inventory_address, inventory_groups, parse_recap
+from inkdeploy.lab.drill import changed_tasks, inventory_address, inventory_groups, parse_recap
 
 OUTPUT = """
 TASK [nginx_lb : Check the configuration] ****
@@ -29,6 +29,27 @@ def test_recap_of_output_without_one_is_empty():
 def test_only_the_last_recap_counts():
     first = OUTPUT.replace("changed=16", "changed=99")
     assert parse_recap(first + OUTPUT)["lb1"]["changed"] == 16
+
+
+def test_changed_tasks_name_each_task_and_handler_with_the_hosts_it_changed():
+    output = """
+TASK [app : Prune old releases] ************************************************
+ok: [app2]
+changed: [app1] => (item=/srv/inkapp/releases/3.0.0)
+changed: [app1] => (item=/srv/inkapp/releases/3.0.1)
+changed: [worker1]
+
+TASK [nginx_lb : Render the upstreams] *****************************************
+ok: [lb1]
+
+RUNNING HANDLER [nginx_lb : Reload nginx] **************************************
+changed: [lb1 -> localhost]
+"""
+    assert changed_tasks(output) == {
+        "app : Prune old releases": {"app1", "worker1"},
+        "nginx_lb : Reload nginx": {"lb1"},
+    }
+    assert changed_tasks(OUTPUT) == {}
 
 
 def test_inventory_groups_and_addresses(tmp_path: Path):

@@ -26,6 +26,10 @@ PROJECT = Path(__file__).resolve().parents[3]
 PLAYBOOKS = PROJECT / "playbooks"
 CLI = str(Path(sys.executable).with_name("inkdeploy"))
 _RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
+# The default callback's task and handler headers, and its "changed: [host]" result lines (with
+# "=> (item=...)" for loops, "-> delegate" for delegation).
+_TASK = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<task>.*)\] \*+$")
+_CHANGED = re.compile(r"^changed: \[(?P<host>[^\]\s]+)")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class PlaybookRun:
         return {host: counts.get("changed", 0) for host, counts in self.recap.items()}
 
     @property
+    def changed_tasks(self) -> dict[str, set[str]]:
+        """{task or handler name ("role : name"): the hosts it changed} from the output."""
+        return changed_tasks(self.output)
+
+    @property
     def failed_hosts(self) -> list[str]:
         return [
             host
@@ -52,6 +61,19 @@ class PlaybookRun:
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.output.splitlines()[-lines:])
+
+
+def changed_tasks(output: str) -> dict[str, set[str]]:
+    """The tasks and handlers that reported a change in ansible-playbook's output (the default
+    callback), each with the hosts it changed."""
+    changed: dict[str, set[str]] = {}
+    task = ""
+    for line in output.splitlines():
+        if header := _TASK.match(line):
+            task = header.group("task")
+        elif result := _CHANGED.match(line):
+            changed.setdefault(task, set()).add(result.group("host"))
+    return changed
 
 
 def parse_recap(output: str) -> dict[str, dict[str, int]]:
