@@ -63,8 +63,10 @@ lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint
 
+# On every core (pytest-xdist; a test file's tests stay together, so its module fixtures are
+# built once).
 unit: venv tools
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n auto --dist loadfile tests/unit
 
 # Builds the demo app's artifact for real (pip reaches PyPI) and serves requests from it.
 build-test: venv
