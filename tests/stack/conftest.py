@@ -65,6 +65,13 @@ class Stack:
     def on(self, host: str, *cmd: str) -> subprocess.CompletedProcess[str]:
         return inkdeploy("lab", "exec", "--lab", LAB, host, "--", *cmd, timeout=120)
 
+    def secrets(self) -> dict[str, str]:
+        """Every secret of the lab inventory (inventories/lab/secrets.yml names them), by name,
+        with the value the lab generated (all.vars of its hosts.yml)."""
+        names = yaml.safe_load((REPO / "inventories/lab/secrets.yml").read_text())
+        values = yaml.safe_load(self.inventory.read_text())["all"]["vars"]
+        return {name: str(values[name]) for name in names if name in values}
+
 
 def write_test_host_vars(inventory: Path) -> None:
     """What the stack lab sets beyond the lab's group_vars: the monitoring hosts' Alertmanager
@@ -115,11 +122,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Elastic .debs would have it (empty here: those roles end with their named skip, after apt
     # read the source); test_observability_roles.py checks either way.
     repo_state = {"vendor_repo_state_dir": str(work)}
-    serve = run_playbook("vendor-repo-serve.yml", inventory, repo_state)
-    assert serve.rc == 0, serve.tail()
     artifact = dist / f"inkapp-{VERSION}.tar.gz"
-    first = run_playbook("site.yml", inventory, {"app_artifact": str(artifact)})
     try:
+        serve = run_playbook("vendor-repo-serve.yml", inventory, repo_state)
+        assert serve.rc == 0, serve.tail()
+        first = run_playbook("site.yml", inventory, {"app_artifact": str(artifact)})
         yield Stack(
             inventory=inventory,
             artifact=artifact,
