@@ -60,6 +60,9 @@ hosts:
   redis3: {groups: [redis, sentinel]}
 """
 TIMEOUT = 0.5  # client socket and connect timeout, seconds
+# The redis role's CA next to the inventory exists when the cluster runs with redis_tls on.
+_CA = INVENTORY.parent / "pki" / "redis" / "ca.crt"
+TLS = {"ssl": True, "ssl_ca_certs": str(_CA), "ssl_cert_reqs": "required"} if _CA.exists() else {}
 
 
 def lab(*args: str) -> str:
@@ -89,9 +92,11 @@ class Cluster:
                 # redis-py 6+ retries a failed connection 10 times with backoff by default: a
                 # dead sentinel first in the list then stalls each master lookup by ~8 s.
                 "retry": Retry(NoBackoff(), 0),
+                **TLS,
             },
             socket_timeout=TIMEOUT,
             socket_connect_timeout=TIMEOUT,
+            **TLS,
         )
 
     def master_client(self) -> redis.Redis:
@@ -106,6 +111,7 @@ class Cluster:
             password=self._password,
             socket_timeout=TIMEOUT,
             socket_connect_timeout=TIMEOUT,
+            **TLS,
         )
 
     def master_name(self) -> str:
@@ -123,6 +129,7 @@ class Cluster:
                     password=self._sentinel_password,
                     socket_timeout=TIMEOUT,
                     socket_connect_timeout=TIMEOUT,
+                    **TLS,
                 )
                 state = s.sentinel_master(MASTER_NAME)
                 if state["num-other-sentinels"] != 2 or state["num-slaves"] != 2:

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -520,9 +521,12 @@ def sentinel_tasks(
     for host in hosts:
         address = env.address(host)
         port = int(hostvar(env, host, "redis_sentinel_port") or SENTINEL_PORT)
+        tls = redis_tls(env, host)
 
-        def ask(address: str = address, port: int = port) -> Any:
-            replies = ask_resp(address, port, password, commands, timeout_s)
+        def ask(
+            address: str = address, port: int = port, tls: Callable[[], ssl.SSLContext] | None = tls
+        ) -> Any:
+            replies = ask_resp(address, port, password, commands, timeout_s, tls)
             return replies[0] if len(replies) == 1 else replies
 
         tasks.append(("sentinel", host, f"{address}:{port}", ask))
@@ -539,18 +543,34 @@ def ask_resp(
     password: str | None,
     commands: list[tuple[str, ...]],
     timeout_s: float,
+    tls: Callable[[], ssl.SSLContext] | None = None,
 ) -> list[Any]:
-    """COMMANDS on one connection to a Redis server or a sentinel at ADDRESS:PORT (AUTH first
-    when a PASSWORD is known), each reply in order; an error reply raises resp.RedisError."""
+    """COMMANDS on one connection to a Redis server or a sentinel at ADDRESS:PORT (over TLS
+    with the context TLS gives, AUTH first when a PASSWORD is known), each reply in order; an
+    error reply raises resp.RedisError."""
     resp = resp_client()
-    conn = resp.Connection(address, port, timeout=timeout_s)
+    conn = resp.Connection(address, port, timeout=timeout_s, ssl_context=tls() if tls else None)
     try:
         if password:
             conn.call("AUTH", password)
         return [conn.call(*command) for command in commands]
     finally:
-        conn.buf.close()  # Connection.close() leaves its makefile (and so the socket) open
         conn.close()
+
+
+def redis_tls(env: Environment, host: str) -> Callable[[], ssl.SSLContext] | None:
+    """The TLS context to reach HOST's Redis server and sentinel with, when the inventory turns
+    redis_tls on (the roles then listen with TLS only); None for plain connections."""
+    if not _truthy(hostvar(env, host, "redis_tls")):
+        return None
+    ca = pki.ca_file(env, hostvar(env, host, "redis_pki_dir"), "redis")
+    return pki.lazy_context(ca, "redis", "redis_pki_dir")
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "yes", "on", "1"}
+    return bool(value)
 
 
 @cache

@@ -1,10 +1,12 @@
 """A minimal RESP2 client for inkdeploy's Redis and Sentinel modules (module_utils).
 
 The modules in roles/redis and roles/redis_sentinel speak to redis-server and redis-sentinel
-directly, so they need no redis-py on the hosts.
+directly, so they need no redis-py on the hosts. With TLS on (roles/redis redis_tls), they
+verify the server against the internal Redis CA, as every other client does.
 """
 
 import socket
+import ssl
 
 
 class RedisError(Exception):
@@ -14,8 +16,19 @@ class RedisError(Exception):
 class Connection:
     """The smallest RESP2 client that does the job."""
 
-    def __init__(self, host, port, timeout=5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host, port, timeout=5.0, ssl_context=None, ca_file=None):
+        """A connection to HOST:PORT; over TLS when given SSL_CONTEXT or CA_FILE (the CA that
+        signed the server's certificate, which must name HOST)."""
+        if ssl_context is None and ca_file:
+            ssl_context = ssl.create_default_context(cafile=ca_file)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context is not None:
+            try:
+                sock = ssl_context.wrap_socket(sock, server_hostname=host)
+            except (OSError, ssl.SSLError):
+                sock.close()
+                raise
+        self.sock = sock
         self.buf = self.sock.makefile("rb")
 
     def call(self, *args):
@@ -49,4 +62,5 @@ class Connection:
         raise RedisError(f"unexpected reply {line!r}")
 
     def close(self):
+        self.buf.close()
         self.sock.close()

@@ -5,6 +5,7 @@ INKDEPLOY_DATABASE_DSN       libpq connection string of the primary (multi-host,
 INKDEPLOY_REDIS_SENTINELS    host:port,host:port,...   INKDEPLOY_REDIS_MASTER_NAME  monitored master
 INKDEPLOY_REDIS_PASSWORD, INKDEPLOY_REDIS_SENTINEL_PASSWORD
 INKDEPLOY_REDIS_BROKER_DB, INKDEPLOY_REDIS_CACHE_DB   Celery's and the cache's Redis databases
+INKDEPLOY_REDIS_TLS_CA_FILE  when set: Redis and Sentinel speak TLS, verified against this CA
 INKAPP_SECRET_KEY, INKAPP_ALLOWED_HOSTS              the app's own settings
 INKAPP_CACHE=locmem and INKAPP_DB_ENGINE=sqlite run it without services (tests, a laptop).
 """
@@ -80,6 +81,12 @@ REDIS_MASTER = env("INKDEPLOY_REDIS_MASTER_NAME", "inkdeploy")
 REDIS_PASSWORD = env("INKDEPLOY_REDIS_PASSWORD", "")
 BROKER_DB = int(env("INKDEPLOY_REDIS_BROKER_DB", "0"))
 CACHE_DB = int(env("INKDEPLOY_REDIS_CACHE_DB", "1"))
+REDIS_TLS_CA_FILE = env("INKDEPLOY_REDIS_TLS_CA_FILE", "")
+# With TLS every connection (sentinels, master, cache pool, broker, results) verifies the server
+# against the internal CA; the certificates name the addresses the sentinels report.
+_REDIS_TLS = (
+    {"ssl_cert_reqs": "required", "ssl_ca_certs": REDIS_TLS_CA_FILE} if REDIS_TLS_CA_FILE else {}
+)
 
 
 def _sentinel_kwargs() -> dict:
@@ -91,6 +98,8 @@ def _sentinel_kwargs() -> dict:
     kwargs = {"socket_timeout": 1, "socket_connect_timeout": 1, "retry": Retry(NoBackoff(), 0)}
     if env("INKDEPLOY_REDIS_SENTINEL_PASSWORD"):
         kwargs["password"] = env("INKDEPLOY_REDIS_SENTINEL_PASSWORD")
+    if _REDIS_TLS:
+        kwargs.update(ssl=True, **_REDIS_TLS)
     return kwargs
 
 
@@ -110,6 +119,8 @@ else:
                 "PASSWORD": REDIS_PASSWORD,
                 "SOCKET_CONNECT_TIMEOUT": 2,
                 "SOCKET_TIMEOUT": 2,
+                # the pool's "ssl" picks the sentinel-managed TLS connection class
+                "CONNECTION_POOL_KWARGS": {"ssl": True, **_REDIS_TLS} if _REDIS_TLS else {},
             },
         }
     }
@@ -128,6 +139,9 @@ if SENTINELS:
         "visibility_timeout": 3600,
     }
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
+    if _REDIS_TLS:
+        CELERY_BROKER_USE_SSL = dict(_REDIS_TLS)
+        CELERY_REDIS_BACKEND_USE_SSL = dict(_REDIS_TLS)
 else:
     CELERY_BROKER_URL = "memory://"
     CELERY_RESULT_BACKEND = "cache+memory://"

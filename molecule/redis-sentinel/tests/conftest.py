@@ -19,6 +19,8 @@ import testinfra
 MASTER_NAME = "inkdeploy"
 REDIS_AUTH = "$(sed -n 's/^requirepass \"\\(.*\\)\"$/\\1/p' /etc/redis/redis.conf)"
 SENTINEL_AUTH = "$(sed -n 's/^requirepass \"\\(.*\\)\"$/\\1/p' /etc/redis/sentinel.conf)"
+# The scenario runs with redis_tls on (molecule.yml), as production does: TLS only, verified.
+TLS_CA = "/etc/ssl/inkdeploy/redis/ca.crt"
 
 
 class Cluster:
@@ -38,11 +40,15 @@ class Cluster:
         }
         self.by_address = {addr: name for name, addr in self.address.items()}
 
-    def redis(self, name, *args, port=6379, target=None, auth=True):
-        """redis-cli on host NAME against TARGET (default: itself): rc, stripped stdout, stderr."""
+    def redis(self, name, *args, port=6379, target=None, auth=True, tls=True):
+        """redis-cli on host NAME against TARGET (default: itself), over TLS unless TLS is
+        false: rc, stripped stdout, stderr."""
         env = f"REDISCLI_AUTH={REDIS_AUTH if port == 6379 else SENTINEL_AUTH} " if auth else ""
         where = f"-h {target} " if target else ""
-        cmd = f"{env}timeout 5 redis-cli {where}-p {port} --no-auth-warning " + " ".join(args)
+        secure = f"--tls --cacert {TLS_CA} " if tls else ""
+        cmd = f"{env}timeout 5 redis-cli {secure}{where}-p {port} --no-auth-warning " + " ".join(
+            args
+        )
         result = self.hosts[name].run(cmd)
         return SimpleNamespace(
             rc=result.rc, stdout=result.stdout.strip(), stderr=result.stderr.strip()

@@ -24,6 +24,7 @@ record in the release history.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from inkdeploy.ops.redis import RedisStatus, redis_status
 from inkdeploy.preflight import (
     ask_resp,
     inventory_secret,
+    redis_tls,
     resp_client,
     run_probes,
     sentinel_tasks,
@@ -246,14 +248,16 @@ def redis_failover(
 
 @dataclass
 class _Redis:
-    """One Redis server, asked with the inventory's redis_password (as the roles know it)."""
+    """One Redis server, asked with the inventory's redis_password (as the roles know it), over
+    TLS when the inventory turns redis_tls on."""
 
     password: str | None
     timeout_s: float = PROBE_TIMEOUT_S
+    tls: Callable[[], ssl.SSLContext] | None = None
 
     def ask(self, address: str, *command: str) -> Any:
         ip, port = address.rsplit(":", 1)
-        return ask_resp(ip, int(port), self.password, [command], self.timeout_s)[0]
+        return ask_resp(ip, int(port), self.password, [command], self.timeout_s, self.tls)[0]
 
     def try_ask(self, address: str, *command: str) -> Any:
         """The reply, or the exception (an answer for the record, not a crash)."""
@@ -279,7 +283,7 @@ def _failover(env: Environment, plan: FailoverPlan, wait_s: float, lock: str) ->
     )
     hosts = env.groups.get("redis", []) or env.groups.get("sentinel", [])
     by_address = {env.address(h): h for h in hosts}
-    server = _Redis(redis_password(env))
+    server = _Redis(redis_password(env), tls=redis_tls(env, hosts[0]) if hosts else None)
     # a safety net should this process die: lifted explicitly below
     pause_s = wait_s + 10
     paused = not isinstance(

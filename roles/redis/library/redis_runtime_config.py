@@ -28,6 +28,10 @@ options:
     type: str
     default: ""
     no_log: true
+  tls_ca_file:
+    description: CA certificate to verify the server with over TLS; empty for a plain connection.
+    type: str
+    default: ""
   settings:
     description: Setting name to wanted value.
     type: dict
@@ -70,6 +74,7 @@ def main():
             "host": {"type": "str", "default": "127.0.0.1"},
             "port": {"type": "int", "default": 6379},
             "password": {"type": "str", "default": "", "no_log": True},
+            "tls_ca_file": {"type": "str", "default": ""},
             "settings": {"type": "dict", "required": True},
             "rewrite": {"type": "bool", "default": True},
         },
@@ -77,7 +82,7 @@ def main():
     )
     params = module.params
     try:
-        conn = Connection(params["host"], params["port"])
+        conn = Connection(params["host"], params["port"], ca_file=params["tls_ca_file"] or None)
     except OSError as exc:
         module.fail_json(msg=f"cannot connect to Redis at {params['host']}:{params['port']}: {exc}")
     changes = {}

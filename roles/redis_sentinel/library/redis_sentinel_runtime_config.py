@@ -26,6 +26,10 @@ options:
     type: str
     default: ""
     no_log: true
+  tls_ca_file:
+    description: CA certificate to verify the server with over TLS; empty for a plain connection.
+    type: str
+    default: ""
   master_name:
     description: Name of the monitored master.
     type: str
@@ -44,6 +48,7 @@ def main():
             "host": {"type": "str", "default": "127.0.0.1"},
             "port": {"type": "int", "default": 26379},
             "password": {"type": "str", "default": "", "no_log": True},
+            "tls_ca_file": {"type": "str", "default": ""},
             "master_name": {"type": "str", "required": True},
             "settings": {"type": "dict", "required": True},
         },
@@ -52,7 +57,7 @@ def main():
     params = module.params
     where = f"sentinel {params['host']}:{params['port']}"
     try:
-        conn = Connection(params["host"], params["port"])
+        conn = Connection(params["host"], params["port"], ca_file=params["tls_ca_file"] or None)
     except OSError as exc:
         module.fail_json(msg=f"cannot connect to {where}: {exc}")
     changes = {}

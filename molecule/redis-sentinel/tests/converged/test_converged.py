@@ -2,6 +2,8 @@
 
 import pytest
 
+TLS_CA = "/etc/ssl/inkdeploy/redis/ca.crt"  # the scenario runs with redis_tls on (molecule.yml)
+
 
 def roles(cluster):
     return {name: cluster.redis(name, "ROLE").stdout.splitlines()[0] for name in cluster.names}
@@ -71,9 +73,46 @@ def test_commands_without_password_are_refused(cluster, port):
 @pytest.mark.parametrize("port", [6379, 26379])
 def test_wrong_password_is_refused(cluster, port):
     result = cluster.hosts[cluster.names[0]].run(
-        f"REDISCLI_AUTH=wrong-password redis-cli -p {port} --no-auth-warning PING"
+        f"REDISCLI_AUTH=wrong-password redis-cli --tls --cacert {TLS_CA} -p {port} "
+        "--no-auth-warning PING"
     )
     assert "WRONGPASS" in result.stdout + result.stderr or "ERR" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("port", [6379, 26379])
+def test_plain_text_is_refused_and_tls_is_verified(cluster, port):
+    """TLS only (redis_tls): a plain-text client gets no answer, with or without the password,
+    on loopback and from another cluster host; a client that does not trust the internal CA
+    fails the handshake; one that trusts it gets PONG."""
+    for name in cluster.names:
+        other = cluster.address[cluster.names[(cluster.names.index(name) + 1) % 3]]
+        for target in (None, other):
+            plain = cluster.redis(name, "PING", port=port, target=target, tls=False)
+            assert "PONG" not in plain.stdout, (name, target, plain)
+            secure = cluster.redis(name, "PING", port=port, target=target)
+            assert secure.stdout == "PONG", (name, target, secure)
+        untrusted = cluster.hosts[name].run(
+            f"timeout 5 redis-cli --tls --cacert /etc/ssl/certs/ca-certificates.crt -p {port} PING"
+        )
+        assert "PONG" not in untrusted.stdout
+        assert "certificate verify failed" in untrusted.stdout + untrusted.stderr
+
+
+def test_servers_listen_and_replicate_with_tls_only(cluster):
+    for name in cluster.names:
+        settings = {}
+        for key in ("port", "tls-port", "tls-replication", "tls-auth-clients"):
+            reply = cluster.redis(name, "CONFIG", "GET", key).stdout.splitlines()
+            settings[reply[0]] = reply[1]
+        assert settings == {
+            "port": "0",
+            "tls-port": "6379",
+            "tls-replication": "yes",
+            "tls-auth-clients": "no",
+        }
+    master = cluster.sentinel_master(cluster.names[0])["ip"]
+    info = cluster.info(cluster.by_address[master])
+    assert info["connected_slaves"] == "2"  # the replicas' links work, so they are TLS too
 
 
 @pytest.mark.parametrize("port", [6379, 26379])

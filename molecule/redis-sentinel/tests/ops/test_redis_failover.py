@@ -38,6 +38,12 @@ from redis.sentinel import Sentinel
 MASTER_NAME = "inkdeploy"
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "."))
 INVENTORY = EPHEMERAL / "inventory" / "lab.yml"  # written by `inkdeploy lab up`, with secrets
+# redis_tls is on in this scenario: the redis role's CA, made next to the inventory.
+TLS = {
+    "ssl": True,
+    "ssl_ca_certs": str(INVENTORY.parent / "pki" / "redis" / "ca.crt"),
+    "ssl_cert_reqs": "required",
+}
 RULE_COMMENT = "molecule ops test: controller"
 TIMEOUT = 0.5  # writer socket and connect timeouts, seconds
 PREFIX = "molecule:ops"
@@ -99,9 +105,11 @@ class Writer(threading.Thread):
                 "socket_timeout": TIMEOUT,
                 "socket_connect_timeout": TIMEOUT,
                 "retry": Retry(NoBackoff(), 0),
+                **TLS,
             },
             socket_timeout=TIMEOUT,
             socket_connect_timeout=TIMEOUT,
+            **TLS,
         )
         self.client = self.sentinel.master_for(
             MASTER_NAME, password=secrets["redis_password"], retry=Retry(NoBackoff(), 0)
@@ -164,6 +172,8 @@ def test_a_master_name_the_sentinels_do_not_monitor_is_refused(
 ):
     data = yaml.safe_load(INVENTORY.read_text())
     data["all"]["vars"]["redis_sentinel_master_name"] = "no-such-master"
+    # the scenario's group_vars (TLS on) and CA stay beside the original inventory
+    data["all"]["vars"].update(redis_tls=True, redis_pki_dir=str(INVENTORY.parent / "pki/redis"))
     wrong = tmp_path / "lab.yml"
     wrong.write_text(yaml.safe_dump(data))
     wrong.chmod(0o600)
@@ -219,7 +229,7 @@ def test_failover_moves_the_master_and_keeps_every_acknowledged_write(
 
     # every write the writer saw acknowledged is on the new master
     master = redis.Redis(
-        host=cluster.address[new], password=secrets["redis_password"], socket_timeout=3
+        host=cluster.address[new], password=secrets["redis_password"], socket_timeout=3, **TLS
     )
     counter = int(master.get(writer.counter) or 0)
     missing = 0
