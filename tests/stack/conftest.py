@@ -10,8 +10,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,38 @@ def inkdeploy(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
     )
 
 
+class WebhookSink:
+    """The rollout policy's webhook on the controller: every POST body the orchestrator's
+    webhook sink sends (rollout started, rolled back, finished ...), kept in memory for
+    test_stack_security.py to search for secrets."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                sink.bodies.append(self.rfile.read(size).decode(errors="replace"))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/inkdeploy-events"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @dataclass
 class Stack:
     inventory: Path
@@ -54,6 +88,8 @@ class Stack:
     # what the inkdeploy commands of the stack tests printed (--json event stream and stderr);
     # test_stack_security.py searches it for secrets
     transcripts: list[str] = field(default_factory=list)
+    # what the rollout policy's webhook received (write_rollout_webhook points it here)
+    webhook: WebhookSink | None = None
 
     @property
     def url(self) -> str:
@@ -82,6 +118,21 @@ def write_test_host_vars(inventory: Path) -> None:
         path.write_text(yaml.safe_dump({"alertmanager_webhook_urls": [WEBHOOK_URL]}))
 
 
+def write_rollout_webhook(inventory: Path, url: str) -> None:
+    """The lab's rollout policy (inkdeploy_rollout from its group_vars) with a webhook to URL,
+    as host variables of the app hosts: the orchestrator reads the policy from the first one.
+    No role reads inkdeploy_rollout, so site.yml is unaffected."""
+    policy = yaml.safe_load((REPO / "inventories/lab/group_vars/all.yml").read_text())[
+        "inkdeploy_rollout"
+    ]
+    policy.setdefault("notify", {})["webhooks"] = [url]
+    for host in inventory_groups(inventory)["app"]:
+        path = inventory.parent / "host_vars" / f"{host}.yml"
+        path.parent.mkdir(exist_ok=True)
+        current = yaml.safe_load(path.read_text()) if path.exists() else {}
+        path.write_text(yaml.safe_dump({**(current or {}), "inkdeploy_rollout": policy}))
+
+
 def lb_addresses(inventory: Path) -> tuple[str, ...]:
     return tuple(inventory_address(inventory, lb) for lb in ("lb1", "lb2"))
 
@@ -95,6 +146,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Development only: run against a lab that is already up and converged (the hosts.yml
         # of `inkdeploy lab up --inventory`, with 1.0.0 live); nothing is booted or torn down.
         inventory = Path(reuse)
+        webhook = WebhookSink()
+        write_rollout_webhook(inventory, webhook.url)
         yield Stack(
             inventory=inventory,
             artifact=REPO / "dist" / f"inkapp-{VERSION}.tar.gz",
@@ -102,7 +155,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             cacert=inventory.parent / "pki/nginx_lb/ca.crt",
             first_run=PlaybookRun("site.yml", 0, 0.0, "", {}),
             lbs=lb_addresses(inventory),
+            webhook=webhook,
         )
+        webhook.close()
         return
     work = tmp_path_factory.mktemp("stack")
     dist = work / "dist"
@@ -118,6 +173,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert up.returncode == 0, up.stdout + up.stderr
     json.loads(up.stdout)
     write_test_host_vars(inventory)
+    webhook = WebhookSink()
+    write_rollout_webhook(inventory, webhook.url)
     # The vendor packages' local repository on the lab bridge, as a lab with the Grafana and
     # Elastic .debs would have it (empty here: those roles end with their named skip, after apt
     # read the source); test_observability_roles.py checks either way.
@@ -134,8 +191,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             cacert=inventory.parent / "pki/nginx_lb/ca.crt",
             first_run=first,
             lbs=lb_addresses(inventory),
+            webhook=webhook,
         )
     finally:
+        webhook.close()
         run_playbook("vendor-repo-stop.yml", inventory, repo_state)
         down = inkdeploy("lab", "down", "--lab", LAB)
         assert down.returncode == 0, down.stdout + down.stderr

@@ -7,6 +7,7 @@ Each test prints how many checks it made and how many bad inputs it tried (-rP s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 import urllib.error
@@ -206,6 +207,46 @@ def test_postgresql_takes_only_verified_tls_from_an_app_host(stack: Stack) -> No
     print(f"postgresql: 1 verified TLS connection, {len(lines) - 1} bad connections refused")
 
 
+# Run on an app host with its own python3: a RESP PING to the Redis server and the sentinel on
+# DATA, over TLS verified against the CA the app uses, in plain text, and over TLS trusting only
+# the system's CAs. No password is sent: an answer (NOAUTH) is enough to show the channel works.
+APP_REDIS_PROBE = """python3 - <<'PY'
+import socket, ssl
+HOST, CA = "{data}", "/etc/ssl/inkdeploy/redis-ca.crt"
+def ask(port, context):
+    try:
+        sock = socket.create_connection((HOST, port), timeout=3)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=HOST)
+        sock.sendall(b"*1\\r\\n$4\\r\\nPING\\r\\n")
+        reply = sock.recv(200).decode(errors="replace").split()
+        return "answered " + (reply[0] if reply else "nothing")
+    except OSError as exc:
+        return "refused " + " ".join(str(exc).split())
+for port in (6379, 26379):
+    print(f"verified:{{port}}", ask(port, ssl.create_default_context(cafile=CA)))
+    print(f"plaintext:{{port}}", ask(port, None))
+    print(f"other-ca:{{port}}", ask(port, ssl.create_default_context()))
+PY
+"""
+
+
+def test_redis_and_sentinel_take_only_verified_tls_from_an_app_host(stack: Stack) -> None:
+    """redis_tls is on in the lab: from app1, an allowed client, the Redis server and the
+    sentinel answer over TLS verified against the Redis CA the app trusts; in plain text they
+    never answer, and a client that trusts only the system CAs fails the handshake."""
+    data = inventory_address(stack.inventory, "data1")
+    proc = stack.on("app1", "bash", "-c", APP_REDIS_PROBE.format(data=data))
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    for port in (6379, 26379):
+        assert lines[f"verified:{port}"] == "answered -NOAUTH", lines
+        plain = lines[f"plaintext:{port}"]
+        assert plain == "answered nothing" or plain.startswith("refused"), lines
+        assert "certificate verify failed" in lines[f"other-ca:{port}"], lines
+    print(f"redis: 2 verified TLS connections, {len(lines) - 2} bad connections refused")
+
+
 def test_sshd_refuses_passwords_on_every_host(stack: Stack) -> None:
     groups = _groups(stack.inventory)
     tried = 0
@@ -236,8 +277,9 @@ def _secrets(stack: Stack) -> dict[str, str]:
 def test_no_secret_in_the_controllers_journals_events_or_runner_files(stack: Stack) -> None:
     """After the rollouts and rollbacks of test_stack_rollout.py: no secret of the inventory in
     the rollout journals and history next to the inventory, in the --json event stream and error
-    output of every inkdeploy command the stack tests ran, or in ansible-runner's private data
-    directories (deleted after each run: any left over is searched too)."""
+    output of every inkdeploy command the stack tests ran, in what the rollout webhook received,
+    or in ansible-runner's private data directories (deleted after each run: any left over is
+    searched too)."""
     secrets = _secrets(stack)
     state = stack.inventory.parent / ".inkdeploy"
     files = [p for p in state.rglob("*") if p.is_file()]
@@ -250,6 +292,13 @@ def test_no_secret_in_the_controllers_journals_events_or_runner_files(stack: Sta
     files += [p for d in leftovers for p in d.rglob("*") if p.is_file()]
     texts = {str(p): p.read_text(errors="replace") for p in files}
     texts |= {f"command {i}": text for i, text in enumerate(stack.transcripts)}
+    webhooks = stack.webhook.bodies if stack.webhook else []
+    kinds = sorted({json.loads(body).get("type", "?") for body in webhooks})
+    assert {"rollout_started", "rollback_started", "rollout_finished"} <= set(kinds), (
+        f"the rollout webhook received {kinds or 'nothing'}: the stack's policy must send the "
+        "rollouts' events to it (conftest.write_rollout_webhook)"
+    )
+    texts |= {f"webhook {i}": body for i, body in enumerate(webhooks)}
     leaks = {
         where: sorted(name for name, value in secrets.items() if value in text)
         for where, text in texts.items()
@@ -258,7 +307,8 @@ def test_no_secret_in_the_controllers_journals_events_or_runner_files(stack: Sta
     print(
         f"controller: {len(secrets)} secrets searched in {len(journals)} journals, "
         f"{len(files) - len(journals)} other state files ({len(leftovers)} runner directories "
-        f"left over) and the output of {len(stack.transcripts)} commands"
+        f"left over), the output of {len(stack.transcripts)} commands and "
+        f"{len(webhooks)} webhook deliveries ({', '.join(kinds)})"
     )
     assert leaks == {}
 
