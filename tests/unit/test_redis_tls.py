@@ -177,9 +177,10 @@ def test_with_tls_the_plain_port_is_closed_and_replication_uses_tls(
     assert on["tls-replication"] == "yes" and on["tls-auth-clients"] == "no"
     assert on["tls-ca-cert-file"] == "/etc/ssl/inkdeploy/redis/ca.crt"
     assert on["tls-protocols"] == '"TLSv1.2 TLSv1.3"'
-    off = directives(render(role, template, **variables, **{flag: False}))
-    assert off["port"] == port
-    assert not [key for key in off if key.startswith("tls-")]
+    for value in (False, "false"):  # `-e redis_tls=false` arrives as a string
+        off = directives(render(role, template, **variables, **{flag: value}))
+        assert off["port"] == port
+        assert not [key for key in off if key.startswith("tls-")]
 
 
 def test_the_client_settings_carry_the_ca_only_with_tls() -> None:
