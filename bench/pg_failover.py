@@ -16,10 +16,17 @@ With --switchover, step 2 is `inkdeploy db switchover` instead of the kill, the 
 write outage (the longest gap between two acknowledged commits while it runs), and the old
 primary is back as a replica when the command returns.
 
+With --patroni TTL/LOOP_WAIT/RETRY_TIMEOUT (e.g. 10/2/4) the cluster is converged with those
+Patroni timings (the role applies them to a running cluster too). With --slow DELAY, nothing is
+killed: every database host's outgoing packets are delayed by DELAY (`inkdeploy lab slow`) for
+--slow-minutes while the writer runs, and the bench counts the leader changes Patroni records
+(false failovers: no host died) and the longest time without an acknowledged commit.
+
 Prints each run, then the median and worst over all runs and the Patroni settings used.
 Only lab addresses are contacted (checked against the lab subnet before anything starts).
 
     .venv/bin/python bench/pg_failover.py [--runs 5] [--rate 20] [--keep] [--switchover]
+        [--patroni 10/2/4] [--slow 200ms --slow-minutes 5]
 """
 
 from __future__ import annotations
@@ -194,7 +201,9 @@ def load_cluster(lab_name: str) -> Cluster:
     return Cluster(lab_name, subnet, addresses, variables["postgresql_app_password"])
 
 
-def boot_and_converge(lab_name: str, subnet: str, skip_converge: bool) -> None:
+def boot_and_converge(
+    lab_name: str, subnet: str, skip_converge: bool, extra: dict[str, int] | None = None
+) -> None:
     topology = {
         "name": "bench-pg",
         "description": "bench/pg_failover.py: three database hosts",
@@ -211,7 +220,7 @@ def boot_and_converge(lab_name: str, subnet: str, skip_converge: bool) -> None:
         if lab("exec", "--lab", lab_name, host, "--", "true", check=False).returncode != 0:
             lab("start", "--lab", lab_name, host)
     log(f"lab {lab_name} up in {time.monotonic() - started:.1f} s")
-    if skip_converge:
+    if skip_converge and not extra:
         return
     started = time.monotonic()
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
@@ -220,6 +229,7 @@ def boot_and_converge(lab_name: str, subnet: str, skip_converge: bool) -> None:
             "ansible-playbook",
             "-i",
             str(LAB_ROOT / lab_name / "inventory/hosts.yml"),
+            *([f"--extra-vars={json.dumps(extra)}"] if extra else []),  # JSON: numbers stay numbers
             str(CONVERGE),
         ],
         cwd=REPO,
@@ -273,6 +283,47 @@ def switchover_run(cluster: Cluster, run: int, rate: float, sync: bool) -> dict:
         "failed_attempts": writer.failures,
         "rejoined_as": "replica" if result.get("old_leader_back_s") is not None else "not yet",
         "rejoin_s": result.get("old_leader_back_s") or float("nan"),
+    }
+
+
+def slow_run(
+    cluster: Cluster, run: int, rate: float, sync: bool, delay: str, minutes: float
+) -> dict:
+    """The writer for MINUTES with every database host's outgoing packets delayed by DELAY:
+    leader changes Patroni records meanwhile (no host died, so each is a false failover) and
+    the longest time without an acknowledged commit."""
+    cluster.wait_healthy(120, sync)
+    primary = cluster.primary()
+    timelines = len(cluster.api(primary or HOSTS[0], "/history") or [])
+    writer = Writer(cluster, run, rate)
+    thread = threading.Thread(target=writer.loop, daemon=True)
+    thread.start()
+    time.sleep(3)
+    started = time.monotonic()
+    try:
+        for host in HOSTS:
+            lab("slow", "--lab", cluster.lab, host, "--delay", delay)
+        time.sleep(minutes * 60)
+    finally:
+        for host in HOSTS:
+            lab("heal", "--lab", cluster.lab, host, check=False)
+    ended = time.monotonic()
+    time.sleep(3)
+    writer.stop.set()
+    thread.join(timeout=30)
+    cluster.wait_healthy(180, sync)
+    after = cluster.primary()
+    changes = len(cluster.api(after or HOSTS[0], "/history") or []) - timelines
+    stamps = sorted(t for t in writer.acked.values() if started - 1 <= t <= ended + 3)
+    gaps = [b - a for a, b in itertools.pairwise(stamps)] or [ended - started]
+    return {
+        "run": run,
+        "primary_before": primary,
+        "primary_after": after,
+        "leader_changes": changes,
+        "acked": len(stamps),
+        "longest_gap_s": max(gaps),
+        "failed_attempts": writer.failures,
     }
 
 
@@ -333,6 +384,18 @@ def one_run(cluster: Cluster, run: int, rate: float, sync: bool) -> dict:
     }
 
 
+def log_settings(settings: dict, sync: bool) -> None:
+    dcs = {k: settings.get(k) for k in ("ttl", "loop_wait", "retry_timeout")}
+    log(
+        "Patroni settings: "
+        + ", ".join(f"{k} {v} s" for k, v in dcs.items())
+        + f", synchronous_mode {str(sync).lower()},"
+        + f" synchronous_mode_strict {str(settings.get('synchronous_mode_strict', False)).lower()},"
+        + f" maximum_lag_on_failover {settings.get('maximum_lag_on_failover')}"
+        + f", use_pg_rewind {str(settings.get('postgresql', {}).get('use_pg_rewind')).lower()}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lab", default="bpg")
@@ -344,12 +407,28 @@ def main() -> int:
     parser.add_argument(
         "--switchover", action="store_true", help="inkdeploy db switchover instead of a kill"
     )
+    parser.add_argument(
+        "--patroni",
+        metavar="TTL/LOOP_WAIT/RETRY_TIMEOUT",
+        help="converge with these Patroni timings (seconds), e.g. 10/2/4",
+    )
+    parser.add_argument(
+        "--slow", metavar="DELAY", help="no kill: delay every db host's packets, e.g. 200ms"
+    )
+    parser.add_argument("--slow-minutes", type=float, default=5.0)
     args = parser.parse_args()
     if not ipaddress.ip_network(args.subnet).is_private:
         raise SystemExit(f"--subnet {args.subnet} is not a private network; refusing.")
+    extra: dict[str, int] = {}
+    if args.patroni:
+        try:
+            ttl, loop_wait, retry = (int(x) for x in args.patroni.split("/"))
+        except ValueError:
+            raise SystemExit("--patroni takes TTL/LOOP_WAIT/RETRY_TIMEOUT, e.g. 10/2/4") from None
+        extra = {"patroni_ttl": ttl, "patroni_loop_wait": loop_wait, "patroni_retry_timeout": retry}
 
     bench_started = time.monotonic()
-    boot_and_converge(args.lab, args.subnet, args.skip_converge)
+    boot_and_converge(args.lab, args.subnet, args.skip_converge, extra)
     cluster = load_cluster(args.lab)
     cluster.wait_healthy(180, sync=False)
     settings = cluster.api(cluster.primary() or HOSTS[0], "/config")
@@ -365,6 +444,28 @@ def main() -> int:
         f"PostgreSQL failover: {args.runs} runs, writer {args.rate:g} commits/s through"
         f" host={','.join(cluster.addresses[h] for h in HOSTS)} target_session_attrs=read-write"
     )
+    if args.slow:
+        slow_results = []
+        for run in range(1, args.runs + 1):
+            r = slow_run(cluster, run, args.rate, sync, args.slow, args.slow_minutes)
+            slow_results.append(r)
+            log(
+                f"  run {run}: {args.slow} on every db host for {args.slow_minutes:g} min:"
+                f" {r['leader_changes']} leader changes ({r['primary_before']} ->"
+                f" {r['primary_after']}), {r['acked']} commits acknowledged, longest gap"
+                f" {r['longest_gap_s']:.2f} s, {r['failed_attempts']} failed attempts"
+            )
+        changes = sum(r["leader_changes"] for r in slow_results)
+        log(
+            f"false failovers under {args.slow}: {changes} in"
+            f" {args.runs * args.slow_minutes:g} min; longest gap median"
+            f" {statistics.median(r['longest_gap_s'] for r in slow_results):.2f} s"
+        )
+        log_settings(settings, sync)
+        log(f"bench took {time.monotonic() - bench_started:.0f} s")
+        if not args.keep:
+            lab("down", "--lab", args.lab)
+        return 0
     results = []
     what = "write outage" if args.switchover else "RTO"
     for run in range(1, args.runs + 1):
@@ -393,15 +494,7 @@ def main() -> int:
         commands = [r["command_s"] for r in results]
         log(f"inkdeploy db switchover: median {statistics.median(commands):.1f} s per command")
     log(f"acknowledged commits missing afterwards: {lost} in all runs")
-    dcs = {k: settings.get(k) for k in ("ttl", "loop_wait", "retry_timeout")}
-    log(
-        "Patroni settings: "
-        + ", ".join(f"{k} {v} s" for k, v in dcs.items())
-        + f", synchronous_mode {str(sync).lower()},"
-        + f" synchronous_mode_strict {str(settings.get('synchronous_mode_strict', False)).lower()},"
-        + f" maximum_lag_on_failover {settings.get('maximum_lag_on_failover')}"
-        + f", use_pg_rewind {str(settings.get('postgresql', {}).get('use_pg_rewind')).lower()}"
-    )
+    log_settings(settings, sync)
     log(f"bench took {time.monotonic() - bench_started:.0f} s")
     if not args.keep:
         lab("down", "--lab", args.lab)
