@@ -526,11 +526,22 @@ def sentinel_tasks(
         def ask(
             address: str = address, port: int = port, tls: Callable[[], ssl.SSLContext] | None = tls
         ) -> Any:
-            replies = ask_resp(address, port, password, commands, timeout_s, tls)
+            try:
+                replies = ask_resp(address, port, password, commands, timeout_s, tls)
+            except (ConnectionResetError, resp_client().RedisError) as exc:
+                if tls is None and ("reset" in str(exc) or "closed" in str(exc)):
+                    # a TLS-only sentinel drops a plain client without a word
+                    raise ConnectionError(
+                        f"{exc} (if it listens with TLS only, {TLS_HINT})"
+                    ) from None
+                raise
             return replies[0] if len(replies) == 1 else replies
 
         tasks.append(("sentinel", host, f"{address}:{port}", ask))
     return tasks, master, auth
+
+
+TLS_HINT = "set redis_tls: true in the inventory"
 
 
 def _master_address(master: str) -> list[tuple[str, ...]]:
@@ -561,16 +572,10 @@ def ask_resp(
 def redis_tls(env: Environment, host: str) -> Callable[[], ssl.SSLContext] | None:
     """The TLS context to reach HOST's Redis server and sentinel with, when the inventory turns
     redis_tls on (the roles then listen with TLS only); None for plain connections."""
-    if not _truthy(hostvar(env, host, "redis_tls")):
+    if not truthy(hostvar(env, host, "redis_tls")):
         return None
     ca = pki.ca_file(env, hostvar(env, host, "redis_pki_dir"), "redis")
     return pki.lazy_context(ca, "redis", "redis_pki_dir")
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"true", "yes", "on", "1"}
-    return bool(value)
 
 
 @cache
