@@ -54,6 +54,8 @@ LB_HTTPS_PORT = 443
 PATRONI_PORT = 8008  # roles/patroni: patroni_restapi_port
 SENTINEL_PORT = 26379  # roles/redis_sentinel: redis_sentinel_port
 SENTINEL_MASTER = "inkdeploy"  # roles/redis_sentinel: redis_sentinel_master_name
+# what a plain client of a TLS-only sentinel is told to do (roles/redis: redis_tls)
+TLS_HINT = "set redis_tls: true in the inventory"
 # Past the probes' own timeouts (connect, then read), a probe still running is given up.
 _GRACE_S = 0.3
 LEADER_ROLES = {"leader", "master", "primary", "standby_leader"}
@@ -539,9 +541,6 @@ def sentinel_tasks(
 
         tasks.append(("sentinel", host, f"{address}:{port}", ask))
     return tasks, master, auth
-
-
-TLS_HINT = "set redis_tls: true in the inventory"
 
 
 def _master_address(master: str) -> list[tuple[str, ...]]:
